@@ -1,0 +1,1 @@
+"""Drop-in modules that other pose codebases can import without our trainer."""

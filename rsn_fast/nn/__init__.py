@@ -1,1 +1,3 @@
 """Drop-in modules that other pose codebases can import without our trainer."""
+
+from rsn_fast.nn.prm import ConvModule, PoseRefineMachine  # noqa: F401

@@ -1,0 +1,162 @@
+"""Pose Refine Machine (RSN paper section 3.3) and the conv + BN (+ ReLU) primitive it is built from.
+
+Three variants (RSN_SPEC sections 9 and 16.1/16.8):
+
+* ``paper`` and ``mmpose``: MMPose's module (spec 9.2). Parameter names follow MMPose exactly
+  (``conv_bn_relu_prm_1``, ``middle_path.{0,1,3,4}``, ``bottom_path.0``,
+  ``bottom_path.1.depthwise_conv`` / ``bottom_path.1.pointwise_conv``). The spatial attention is one map shared by
+  all channels (depthwise 9x9 then pointwise C -> 1). ``paper`` and ``mmpose`` differ only in where the model
+  places the module and in its width (256 features vs K heatmaps); the module is the same.
+* ``official``: the module defined (never used) in the official code (spec 9.1): the channel path is two 1x1
+  conv + BN + ReLU on the pooled map, and the spatial path is a 1x1 and a depthwise 9x9 conv + BN + ReLU giving
+  one map per channel. Names ``conv_bn_relu_prm_1``, ``_2_1``, ``_2_2``, ``_3_1``, ``_3_2``; convs have no bias
+  (official biases fold into the BN running mean, see ``rsn_fast.models.checkpoint``).
+
+All variants compute ``out = o1 * (1 + o2 * o3)`` with ``o1`` the 3x3 conv + BN + ReLU of the input, ``o2`` the
+channel weights (N, C, 1, 1) and ``o3`` the sigmoid spatial map ((N, 1, H, W) or (N, C, H, W)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvModule", "PoseRefineMachine", "PRM_VARIANTS"]
+
+PRM_VARIANTS = ("paper", "mmpose", "official")
+
+
+class ConvModule(nn.Module):
+    """Conv2d (no bias) + BatchNorm2d + optional ReLU, with MMCV ``ConvModule``'s parameter names.
+
+    State-dict keys: ``conv.weight``, ``bn.{weight,bias,running_mean,running_var,num_batches_tracked}``.
+
+    Args:
+        in_channels: input channels C_in.
+        out_channels: output channels C_out.
+        kernel_size: square kernel size.
+        stride: conv stride.
+        padding: conv padding.
+        groups: conv groups (C_in for a depthwise conv).
+        relu: apply ReLU after BN.
+
+    Shapes: (N, C_in, H, W) -> (N, C_out, H', W').
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.with_relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return torch.relu(x) if self.with_relu else x
+
+
+class _DepthwiseSeparable(nn.Module):
+    """MMCV ``DepthwiseSeparableConvModule`` names: ``depthwise_conv`` (k x k, groups=C) then ``pointwise_conv``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.depthwise_conv = ConvModule(
+            in_channels, in_channels, kernel_size, padding=kernel_size // 2, groups=in_channels
+        )
+        self.pointwise_conv = ConvModule(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise_conv(self.depthwise_conv(x))
+
+
+class PoseRefineMachine(nn.Module):
+    """Pose Refine Machine: ``out = o1 * (1 + o2 * o3)``.
+
+    Args:
+        channels: C, the channels of the input and output (256 for ``paper``, K for ``mmpose`` / ``official``).
+        variant: ``"paper"`` | ``"mmpose"`` (MMPose module, spec 9.2) or ``"official"`` (spec 9.1).
+        kernel_size: the depthwise kernel of the spatial path (9 in all sources).
+
+    Shapes: (N, C, H, W) -> (N, C, H, W). In training mode the channel path's BatchNorm needs N > 1.
+    """
+
+    def __init__(self, channels: int, variant: str = "paper", kernel_size: int = 9) -> None:
+        super().__init__()
+        if variant not in PRM_VARIANTS:
+            raise ValueError(f"PRM variant must be one of {PRM_VARIANTS}, got {variant!r}")
+        if channels < 1:
+            raise ValueError(f"PRM channels must be >= 1, got {channels}")
+        self.channels = channels
+        self.variant = variant
+        c = channels
+        self.conv_bn_relu_prm_1 = ConvModule(c, c, 3, padding=1)
+        if variant == "official":
+            self.conv_bn_relu_prm_2_1 = ConvModule(c, c, 1)
+            self.conv_bn_relu_prm_2_2 = ConvModule(c, c, 1)
+            self.conv_bn_relu_prm_3_1 = ConvModule(c, c, 1)
+            self.conv_bn_relu_prm_3_2 = ConvModule(c, c, kernel_size, padding=kernel_size // 2, groups=c)
+        else:
+            self.global_pooling = nn.AdaptiveAvgPool2d(1)
+            self.middle_path = nn.Sequential(
+                nn.Linear(c, c),
+                nn.BatchNorm1d(c),
+                nn.ReLU(),
+                nn.Linear(c, c),
+                nn.BatchNorm1d(c),
+                nn.ReLU(),
+                nn.Sigmoid(),
+            )
+            self.bottom_path = nn.Sequential(
+                ConvModule(c, c, 1),
+                _DepthwiseSeparable(c, 1, kernel_size),
+                nn.Sigmoid(),
+            )
+
+    def channel_weights(self, o1: torch.Tensor) -> torch.Tensor:
+        """o2 = sigmoid(ReLU(BN(W2 ReLU(BN(W1 avgpool(o1)))))), shape (N, C, 1, 1)."""
+        if self.variant == "official":
+            p = o1.mean(dim=(2, 3), keepdim=True)
+            return torch.sigmoid(self.conv_bn_relu_prm_2_2(self.conv_bn_relu_prm_2_1(p)))
+        n, c = o1.shape[:2]
+        p = self.global_pooling(o1).reshape(n, c)
+        return self.middle_path(p).reshape(n, c, 1, 1)
+
+    def spatial_input(self, o1: torch.Tensor) -> torch.Tensor:
+        """u: the 1x1 conv + BN + ReLU of o1 that feeds the 9x9 depthwise conv, shape (N, C, H, W)."""
+        if self.variant == "official":
+            return self.conv_bn_relu_prm_3_1(o1)
+        return self.bottom_path[0](o1)
+
+    def _spatial_gate(self, o1: torch.Tensor, o2: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """out = o1 * (1 + o2 * sigmoid(spatial(u))): the part worth fusing (depthwise 9x9 at full resolution).
+
+        ``spatial`` is depthwise 9x9 conv + BN + ReLU, then (paper/mmpose) pointwise C->1 conv + BN + ReLU.
+        A fused implementation replaces only this method.
+
+        Args:
+            o1: (N, C, H, W) output of ``conv_bn_relu_prm_1``.
+            o2: (N, C, 1, 1) channel weights.
+            u: (N, C, H, W) output of ``spatial_input``.
+        """
+        if self.variant == "official":
+            o3 = torch.sigmoid(self.conv_bn_relu_prm_3_2(u))
+        else:
+            o3 = self.bottom_path[2](self.bottom_path[1](u))
+        return o1 * (1 + o2 * o3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o1 = self.conv_bn_relu_prm_1(x)
+        return self._spatial_gate(o1, self.channel_weights(o1), self.spatial_input(o1))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, variant={self.variant!r}"

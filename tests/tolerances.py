@@ -1,0 +1,21 @@
+"""Shared test tolerances (append only)."""
+
+import torch
+
+# --- fused ops: kernel error vs float64 must stay within FACTOR x PyTorch's own error at that dtype + ATOL ---
+# (flash-attention's rule: the kernel may be at most twice as far from the exact answer as eager PyTorch is)
+LOWP_FACTOR = 2.0
+LOWP_ATOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def assert_within_torch_error(
+    out: torch.Tensor, exact: torch.Tensor, torch_out: torch.Tensor, name: str, factor: float = LOWP_FACTOR
+) -> None:
+    """Relative L2 error of ``out`` vs the float64 ``exact`` ≤ factor × that of ``torch_out`` + dtype atol."""
+    assert out.shape == exact.shape, f"{name}: shape {tuple(out.shape)} != {tuple(exact.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite values"
+    scale = exact.double().norm().clamp_min(1e-30)
+    err = ((out.double() - exact.double()).norm() / scale).item()
+    err_torch = ((torch_out.double() - exact.double()).norm() / scale).item()
+    tol = factor * err_torch + LOWP_ATOL[out.dtype]
+    assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g} (torch's own error {err_torch:.3g})"

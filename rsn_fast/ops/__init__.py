@@ -2,5 +2,6 @@
 
 from rsn_fast.ops._dispatch import BackendError
 from rsn_fast.ops.decode_heatmaps import decode_heatmaps  # noqa: F401
+from rsn_fast.ops.megvii_targets import megvii_targets  # noqa: F401
 
 __all__ = ["BackendError"]

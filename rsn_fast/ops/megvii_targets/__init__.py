@@ -1,0 +1,52 @@
+"""``megvii_targets``: batched Megvii target heatmaps (RSN_SPEC 10.1, 16.7). Only the reference backend so far."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rsn_fast.ops._dispatch import Backend, Dispatcher, register
+from rsn_fast.ops.megvii_targets.reference import (
+    gaussian_profile,
+    megvii_targets_cv2_loop,
+    megvii_targets_reference,
+)
+
+__all__ = ["megvii_targets", "megvii_targets_reference", "megvii_targets_cv2_loop", "gaussian_profile"]
+
+
+def _reference_reasons(*args, **kwargs) -> list[str]:
+    return []
+
+
+_DISPATCH = register(
+    Dispatcher("megvii_targets", [Backend("reference", megvii_targets_reference, _reference_reasons)]),
+    lambda device: (
+        torch.tensor([[[10.3, 7.9], [0.5, 0.5], [-1.0, 3.0]]], device=device),
+        torch.tensor([[2.0, 1.0, 2.0]], device=device),
+        (48, 64),
+        (11, 9, 7, 5),
+    ),
+)
+
+
+def megvii_targets(
+    keypoints: torch.Tensor,
+    weights: torch.Tensor,
+    heatmap_size: Sequence[int],
+    kernels: Sequence[int],
+    normalize: str = "global_max",
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Target heatmaps for every kernel: (N, K, 2) heatmap-pixel keypoints → (N, L, K, H, W) float32, 0..255.
+
+    Args:
+        keypoints: (N, K, 2) (x, y) in heatmap pixels; the one-hot sits at the truncated position.
+        weights: (N, K); zero weight gives a zero map (as do x < 0, y < 0, ⌊x⌋ >= W, ⌊y⌋ >= H).
+        heatmap_size: (W, H).
+        kernels: L odd blur sizes (``cv2.getGaussianKernel(k, 0)`` profiles, reflect-101 border).
+        normalize: "global_max" (OFF, peak 255) or "center" (MMPose 1.x, value at the keypoint's pixel 255).
+        backend: force a backend (see rsn_fast.ops._dispatch).
+    """
+    return _DISPATCH(keypoints, weights, heatmap_size, kernels, normalize=normalize, backend=backend)

@@ -19,3 +19,15 @@ def assert_within_torch_error(
     err_torch = ((torch_out.double() - exact.double()).norm() / scale).item()
     tol = factor * err_torch + LOWP_ATOL[out.dtype]
     assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g} (torch's own error {err_torch:.3g})"
+
+
+# --- elementwise ops that compute in float32 and round once to the output dtype (e.g. bn_add_relu) ---
+# kernel vs reference: both round the same fp32 value, so they differ by at most ~1 ulp of the output dtype
+# (an FMA on one side and not the other can flip the last bit). Keyed by the output dtype; use with
+# torch.testing.assert_close(actual, expected, **ELEMENTWISE[dtype]).
+ELEMENTWISE = {
+    torch.float64: dict(atol=1e-12, rtol=1e-12),
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=1e-3, rtol=1e-3),
+    torch.bfloat16: dict(atol=1e-2, rtol=8e-3),
+}

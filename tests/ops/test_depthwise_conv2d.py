@@ -1,0 +1,256 @@
+"""Depthwise convolution: reference vs a naive tap sum, every backend vs the reference (output and all
+gradients), layouts, dtypes, odd sizes, poisoned outputs, bad inputs, opcheck and torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rsn_fast import _ext
+from rsn_fast.nn import DepthwiseConv2d
+from rsn_fast.ops import BackendError
+from rsn_fast.ops.depthwise_conv2d import DISPATCHER, depthwise_conv2d
+from tests.conftest import TRITON_INTERPRET
+from tests.tolerances import assert_within_torch_error
+
+GPU = torch.cuda.is_available()
+GPU_TRITON = GPU and torch.cuda.get_device_capability()[0] >= 8
+CUDA_EXT = GPU and _ext.extension_has_cuda()
+
+
+def _backend_params():
+    """(backend, device) pairs that can run here; the others are skipped with the reason."""
+    return [
+        pytest.param(
+            "triton",
+            "cpu" if TRITON_INTERPRET else "cuda",
+            marks=pytest.mark.skipif(
+                not (TRITON_INTERPRET or GPU_TRITON),
+                reason="Triton needs a GPU with cc >= 8.0 or TRITON_INTERPRET=1",
+            ),
+        ),
+        pytest.param(
+            "cuda",
+            "cuda",
+            marks=pytest.mark.skipif(not CUDA_EXT, reason="no CUDA GPU or rsn_fast._C built without CUDA"),
+        ),
+    ]
+
+
+BACKENDS = _backend_params()
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# under the interpreter: small shapes; on a GPU the issue's sizes
+SMALL = [((3, 17, 15, 13), 5, True), ((3, 26, 16, 16), 3, False), ((1, 7, 11, 9), 9, True)]
+LARGE = [
+    ((3, 256, 64, 48), 9, True),
+    ((3, 17, 63, 47), 9, True),
+    ((3, 26, 96, 72), 3, False),
+    ((2, 32, 64, 48), 13, True),
+    ((2, 24, 63, 47), 31, True),
+    ((1, 17, 16, 16), 7, False),
+]
+
+
+def naive_depthwise(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, p: int) -> torch.Tensor:
+    """Sum of shifted copies of the zero-padded input: the definition, independent of F.conv2d."""
+    k = w.shape[-1]
+    H, W = x.shape[-2] + 2 * p - k + 1, x.shape[-1] + 2 * p - k + 1
+    xp = F.pad(x, (p, p, p, p))
+    y = sum(
+        xp[:, :, i : i + H, j : j + W] * w[None, :, 0, i, j, None, None] for i in range(k) for j in range(k)
+    )
+    return y if b is None else y + b[None, :, None, None]
+
+
+def _inputs(shape, k, bias, dtype, device, channels_last):
+    N, C, H, W = shape
+    x = torch.randn(shape, dtype=dtype, device=device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    w = (torch.randn(C, 1, k, k, device=device) / k).to(dtype)
+    b = torch.randn(C, dtype=dtype, device=device) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("k,p", [(3, 1), (5, 2), (9, 4), (5, 0), (7, 6)])
+def test_reference_matches_naive_tap_sum(k, p):
+    x = torch.randn(2, 3, 10, 9, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 1, k, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    y = depthwise_conv2d(x, w, b, padding=p, backend="reference")
+    yn = naive_depthwise(x, w, b, p)
+    torch.testing.assert_close(y, yn)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), g)
+    grads_n = torch.autograd.grad(yn, (x, w, b), g)
+    for a, r in zip(grads, grads_n):
+        torch.testing.assert_close(a, r)
+
+
+def test_gradcheck_reference_float64():
+    x = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: depthwise_conv2d(*a, padding=1, backend="reference"), (x, w, b)
+    )
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_gradcheck_kernel_float64(backend, device):
+    if backend == "cuda":
+        pytest.skip("the CUDA kernels take float16/bfloat16/float32 only")
+    x = torch.randn(1, 3, 6, 5, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, device=device, requires_grad=True)
+    f = lambda *a: depthwise_conv2d(*a, padding=1, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w, b), fast_mode=True)
+
+
+def _check_against_reference(backend, device, shape, k, bias, dtype, channels_last, upstream="random"):
+    x, w, b = _inputs(shape, k, bias, dtype, device, channels_last)
+    leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
+    y = depthwise_conv2d(x, w, b, backend=backend)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    g = torch.randn_like(y) if upstream == "random" else None
+    grads = torch.autograd.grad(y, leaves, g) if g is not None else torch.autograd.grad(y.sum(), leaves)
+    # the exact answer in float64 on the CPU, and eager PyTorch's own error at this dtype
+    leaves64 = [t.detach().double().cpu().requires_grad_() for t in leaves]
+    x64, w64 = leaves64[:2]
+    b64 = leaves64[2] if bias else None
+    y64 = F.conv2d(x64, w64, b64, padding=k // 2, groups=shape[1])
+    g64 = g.double().cpu() if g is not None else torch.ones_like(y64)
+    grads64 = torch.autograd.grad(y64, leaves64, g64)
+    lp = [t.detach().cpu().float().to(dtype).requires_grad_() for t in leaves]
+    if dtype == torch.float32 or device == "cpu":
+        lp = [t.to(device).detach().requires_grad_() for t in lp]
+    y_t = F.conv2d(lp[0], lp[1], lp[2] if bias else None, padding=k // 2, groups=shape[1])
+    grads_t = torch.autograd.grad(y_t, lp, g if g is not None else torch.ones_like(y_t))
+    assert_within_torch_error(y, y64, y_t, "y")
+    for name, a, r, t in zip(["dx", "dweight", "dbias"], grads, grads64, grads_t):
+        assert_within_torch_error(a, r, t, name)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_matches_reference(backend, device, dtype, channels_last):
+    shapes = SMALL[:1] if device == "cpu" else LARGE
+    for shape, k, bias in shapes:
+        _check_against_reference(backend, device, shape, k, bias, dtype, channels_last)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+@pytest.mark.parametrize("case", range(len(SMALL)))
+def test_small_shapes_float32(backend, device, case):
+    shape, k, bias = SMALL[case]
+    _check_against_reference(backend, device, shape, k, bias, torch.float32, case % 2 == 1)
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_backward_of_sum_expanded_grad(backend, device):
+    # y.sum().backward() sends a stride-0 expanded gradient
+    _check_against_reference(backend, device, (2, 5, 9, 7), 3, True, torch.float32, True, upstream="sum")
+    _check_against_reference(backend, device, (2, 5, 9, 7), 5, True, torch.float32, False, upstream="sum")
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_poisoned_outputs_are_overwritten(backend, device, monkeypatch):
+    if backend == "triton":
+        from rsn_fast.ops.depthwise_conv2d import triton as tri
+
+        def poisoned(shape, like, memory_format):
+            return torch.full(shape, float("nan"), device=like.device, dtype=like.dtype).contiguous(
+                memory_format=memory_format
+            )
+
+        monkeypatch.setattr(tri, "new_output", poisoned)
+    else:  # fill the caching allocator's free blocks with NaN so a fresh output starts from it
+        torch.full((1 << 24,), float("nan"), device=device)
+    for cl in (False, True):
+        x, w, b = _inputs((2, 6, 11, 9), 5, True, torch.float32, device, cl)
+        x.requires_grad_()
+        w.requires_grad_()
+        y = depthwise_conv2d(x, w, b, backend=backend)
+        dx, dw = torch.autograd.grad(y, (x, w), torch.randn_like(y))
+        for t in (y, dx, dw):
+            assert torch.isfinite(t).all()
+        torch.testing.assert_close(y, F.conv2d(x, w, b, padding=2, groups=6), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_opcheck(backend):
+    if backend == "triton" and not TRITON_INTERPRET:
+        pytest.skip("Triton opcheck on the CPU runs under TRITON_INTERPRET=1 (the GPU test covers CUDA)")
+    x = torch.randn(2, 5, 9, 7, requires_grad=True)
+    w = torch.randn(5, 1, 3, 3, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    torch.library.opcheck(torch.ops.rsn_fast.depthwise_conv2d.default, (x, w, b, 1, backend))
+    xc = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    torch.library.opcheck(torch.ops.rsn_fast.depthwise_conv2d.default, (xc, w, None, 1, backend))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_opcheck_kernel_on_gpu(backend, device):
+    if device == "cpu":
+        pytest.skip("covered by test_opcheck under the interpreter")
+    x = torch.randn(2, 5, 9, 7, device=device, requires_grad=True)
+    w = torch.randn(5, 1, 3, 3, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.rsn_fast.depthwise_conv2d.default, (x, w, None, 1, backend))
+
+
+def test_compile_fullgraph_module():
+    backend = "triton" if TRITON_INTERPRET else "reference"
+    conv = DepthwiseConv2d(6, 5, backend=backend)
+    x = torch.randn(2, 6, 9, 8, requires_grad=True)
+    compiled = torch.compile(lambda t: conv(t).relu().sum(), fullgraph=True, backend="aot_eager")
+    loss = compiled(x)
+    loss.backward()
+    ref_x = x.detach().requires_grad_()
+    ref = F.conv2d(ref_x, conv.weight, conv.bias, padding=2, groups=6).relu().sum()
+    gx, gw = torch.autograd.grad(ref, (ref_x, conv.weight))
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(x.grad, gx, rtol=1e-5, atol=1e-5)
+
+
+def test_module_state_dict_round_trip_with_conv2d():
+    torch_conv = torch.nn.Conv2d(7, 7, 9, padding=4, groups=7)
+    ours = DepthwiseConv2d(7, 9, backend="reference")
+    ours.load_state_dict(torch_conv.state_dict(), strict=True)
+    x = torch.randn(2, 7, 12, 10)
+    torch.testing.assert_close(ours(x), torch_conv(x))
+    torch_conv.load_state_dict(DepthwiseConv2d(7, 9, bias=True).state_dict(), strict=True)
+    assert set(DepthwiseConv2d(7, 9, bias=False).state_dict()) == {"weight"}
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: (torch.randn(2, 3, 8), torch.randn(3, 1, 3, 3), None, 1), "'x'"),
+        (lambda: (torch.randn(2, 3, 8, 8).int(), torch.randn(3, 1, 3, 3), None, 1), "'x'"),
+        (lambda: (torch.randn(2, 3, 8, 8), torch.randn(3, 1, 4, 4), None, 1), "'weight' kernel size"),
+        (lambda: (torch.randn(2, 3, 40, 40), torch.randn(3, 1, 33, 33), None, 16), "'weight' kernel size"),
+        (lambda: (torch.randn(2, 3, 8, 8), torch.randn(3, 2, 3, 3), None, 1), "'weight' must have shape"),
+        (lambda: (torch.randn(2, 3, 8, 8), torch.randn(4, 1, 3, 3), None, 1), "'weight' has 4 channels"),
+        (lambda: (torch.randn(2, 3, 8, 8), torch.randn(3, 1, 3, 3).half(), None, 1), "'weight' has dtype"),
+        (
+            lambda: (torch.randn(2, 3, 8, 8), torch.randn(3, 1, 3, 3, device="meta"), None, 1),
+            "'weight' is on",
+        ),
+        (lambda: (torch.randn(2, 3, 8, 8), torch.randn(3, 1, 3, 3), torch.randn(4), 1), "'bias'"),
+        (lambda: (torch.randn(2, 3, 8, 8), torch.randn(3, 1, 3, 3), None, 3), "'padding'"),
+    ],
+)
+def test_bad_inputs_name_the_argument(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        depthwise_conv2d(*make(), backend="reference")
+
+
+def test_dispatch_errors_list_reasons():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(2, 1, 3, 3)
+    with pytest.raises(BackendError, match="not CUDA tensors"):
+        depthwise_conv2d(x, w, backend="cuda")
+    with pytest.raises(BackendError, match="unknown backend"):
+        depthwise_conv2d(x, w, backend="nope")
+    assert DISPATCHER.choose(x, w, None, 1).name == ("triton" if TRITON_INTERPRET else "reference")

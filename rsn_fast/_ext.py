@@ -6,23 +6,30 @@ how to build it.
 
 from __future__ import annotations
 
-import functools
-
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` from the repository root "
     "(set RSN_FAST_SKIP_CUDA_BUILD=1 to build the CPU part only); see README.md"
 )
 
 
-@functools.lru_cache(maxsize=None)
+# A module global, not functools.lru_cache: torch.compile traces these helpers (backend choice) and warns about
+# lru_cache wrappers, which it does not honour.
+_LOADED: tuple | None = None
+
+
 def load_extension():
     """Import ``rsn_fast._C`` once. Returns (module or None, error message or None)."""
-    try:
-        from rsn_fast import _C  # noqa: F401  (registers torch.ops.rsn_fast.*)
+    global _LOADED
+    if _LOADED is None:
+        try:
+            import torch  # noqa: F401  (_C links against libc10/libtorch, which torch's import loads)
 
-        return _C, None
-    except Exception as e:  # ImportError, or an undefined symbol from a torch mismatch
-        return None, f"{type(e).__name__}: {e}"
+            from rsn_fast import _C  # noqa: F401  (registers torch.ops.rsn_fast.*)
+
+            _LOADED = (_C, None)
+        except Exception as e:  # ImportError, or an undefined symbol from a torch mismatch
+            _LOADED = (None, f"{type(e).__name__}: {e}")
+    return _LOADED
 
 
 def extension_available() -> bool:

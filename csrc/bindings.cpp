@@ -1,0 +1,9 @@
+// Schemas of every rsn_fast op, in one place. Implementations register themselves with TORCH_LIBRARY_IMPL
+// next to their kernels (csrc/<op>/<op>.cpp); the Python side adds fake (meta) and autograd rules.
+// To add an op, insert one m.def line below (keep the list sorted by op name).
+#include <torch/library.h>
+
+TORCH_LIBRARY(rsn_fast, m) {
+  // y = relu(x * scale[c] + shift[c] (+ residual)); folded inference BatchNorm + residual add + ReLU.
+  m.def("bn_add_relu(Tensor x, Tensor scale, Tensor shift, Tensor? residual=None, bool relu=True) -> Tensor");
+}

@@ -1,0 +1,39 @@
+// The Python module rsn_fast._C. Importing it runs the TORCH_LIBRARY registrations of every op (torch.ops.rsn_fast.*);
+// the functions here only describe the build. Not part of the CMake build (which needs no Python).
+#include <torch/extension.h>
+
+#include <string>
+
+// Stringify the arch list passed by setup.py as a pp-number with '_' for ';' (a ';' would not survive the shell).
+#define RSN_FAST_STR_(x) #x
+#define RSN_FAST_STR(x) RSN_FAST_STR_(x)
+
+namespace {
+
+bool with_cuda() {
+#ifdef RSN_FAST_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string cuda_archs() {
+#if defined(RSN_FAST_WITH_CUDA) && defined(RSN_FAST_CUDA_ARCHS)
+  std::string s = RSN_FAST_STR(RSN_FAST_CUDA_ARCHS);
+  for (auto& ch : s) {
+    if (ch == '_') ch = ';';
+  }
+  return s;
+#else
+  return "";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "rsn_fast compiled ops (registered as torch.ops.rsn_fast.*)";
+  m.def("with_cuda", &with_cuda, "Whether the CUDA kernels were compiled in.");
+  m.def("cuda_archs", &cuda_archs, "The CUDA archs compiled for, e.g. '7.5;8.0;9.0' ('' without CUDA).");
+}

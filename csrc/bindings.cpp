@@ -6,4 +6,8 @@
 TORCH_LIBRARY(rsn_fast, m) {
   // y = relu(x * scale[c] + shift[c] (+ residual)); folded inference BatchNorm + residual add + ReLU.
   m.def("bn_add_relu(Tensor x, Tensor scale, Tensor shift, Tensor? residual=None, bool relu=True) -> Tensor");
+  // Depthwise convolution, stride 1, odd k <= 31; wrapped by the Python op rsn_fast::depthwise_conv2d.
+  m.def("depthwise_conv2d_bwd_cuda(Tensor grad, Tensor x, Tensor weight, int padding, bool need_input, "
+        "bool need_weight, bool need_bias) -> (Tensor, Tensor, Tensor)");
+  m.def("depthwise_conv2d_fwd_cuda(Tensor x, Tensor weight, Tensor? bias, int padding) -> Tensor");
 }

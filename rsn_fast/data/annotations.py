@@ -42,11 +42,13 @@ def _is_num(v: Any) -> bool:
 
 
 def _clip_box(box: list, width: int, height: int) -> list[float] | None:
-    """HRNet/OFF-style box sanitation: clip to the image, None when nothing is left."""
+    """Clip a box to the image (HRNet/OFF style); None when nothing is left."""
     x, y, w, h = (float(v) for v in box)
     x1, y1 = max(0.0, x), max(0.0, y)
-    x2 = min(width - 1.0, x1 + max(0.0, w - 1.0)) if width > 0 else x + w
-    y2 = min(height - 1.0, y1 + max(0.0, h - 1.0)) if height > 0 else y + h
+    # Clip the far corner from the box's own origin (HRNet measures it from the clipped x1, which keeps boxes
+    # that lie entirely outside the image).
+    x2 = min(width - 1.0, x + max(0.0, w - 1.0)) if width > 0 else x + w
+    y2 = min(height - 1.0, y + max(0.0, h - 1.0)) if height > 0 else y + h
     if w <= 0 or h <= 0 or x2 < x1 or y2 < y1 or (x2 - x1) * (y2 - y1) <= 0:
         return None
     return [x1, y1, x2 - x1, y2 - y1]

@@ -124,7 +124,9 @@ class TopDownDataset(Dataset):
                     raise ImageReadError(f"{skipped} unreadable images in a row, last: {e}") from None
                 continue
             item = self.prepare(image, i)
-            item["skipped"] = skipped
+            # Count the requested record once (not each substitute tried), so an epoch's sum is the number
+            # of records with unreadable images.
+            item["skipped"] = int(skipped > 0)
             return item
         raise ImageReadError("no readable image in the dataset")
 

@@ -43,6 +43,22 @@ def _is_toolkit(home: Path) -> bool:
     return bool(libs)
 
 
+def standard_locations() -> list[Path]:
+    """/usr/local/cuda, then versioned installs, newest first."""
+    versioned = sorted(glob.glob("/usr/local/cuda-*"), key=lambda p: [int(x) for x in re.findall(r"\d+", p)])
+    return [Path("/usr/local/cuda")] + [Path(p) for p in reversed(versioned)]
+
+
+def sources() -> tuple[list[str], list[str]]:
+    """(C++ sources, CUDA sources) relative to the repository root. csrc/tests is for CMake/ctest only."""
+
+    def rel(paths):
+        return sorted(str(Path(p).relative_to(ROOT)) for p in paths)
+
+    cpp = rel(p for p in CSRC.rglob("*.cpp") if "tests" not in p.relative_to(CSRC).parts)
+    return cpp, rel(CSRC.rglob("*.cu"))
+
+
 def find_cuda_home() -> tuple[Path | None, str]:
     """The CUDA toolkit to build with, or None and why not.
 
@@ -61,8 +77,7 @@ def find_cuda_home() -> tuple[Path | None, str]:
                     "RSN_FAST_SKIP_CUDA_BUILD=1 to build the CPU part only."
                 )
             return home, f"{var}={value}"
-    candidates = [Path("/usr/local/cuda")] + sorted(Path(p) for p in glob.glob("/usr/local/cuda-*"))[::-1]
-    for home in candidates:
+    for home in standard_locations():
         if _is_toolkit(home):
             return home, f"found at {home}"
     nvcc = shutil.which("nvcc")
@@ -136,12 +151,7 @@ def extensions():
     if home is not None:
         cpp_extension.CUDA_HOME = str(home)
 
-    def rel(paths):
-        return sorted(str(Path(p).relative_to(ROOT)) for p in paths)
-
-    # csrc/tests holds C++ test programs (with main) for CMake/ctest only.
-    cpp = rel(p for p in CSRC.rglob("*.cpp") if "tests" not in p.relative_to(CSRC).parts)
-    cu = rel(CSRC.rglob("*.cu"))
+    cpp, cu = sources()
     cxx_flags = ["-O3"]
     macros = []
     kwargs = dict(name="rsn_fast._C", include_dirs=[str(CSRC)], define_macros=macros)
@@ -163,11 +173,8 @@ def extensions():
     return [ext], cmdclass
 
 
-# Metadata-only pip steps (egg_info, dist_info) run without torch; only the build needs it.
-_building = not any(a in sys.argv for a in ("egg_info", "dist_info", "--version", "--name", "clean"))
-if _building:
-    _ext_modules, _cmdclass = extensions()
-else:
-    _ext_modules, _cmdclass = [], {}
-
-setup(ext_modules=_ext_modules, cmdclass=_cmdclass)
+if __name__ == "__main__":  # pip's build backend runs this file as __main__; tests import it
+    # Metadata-only pip steps (egg_info, dist_info) run without torch; only the build needs it.
+    building = not any(a in sys.argv for a in ("egg_info", "dist_info", "--version", "--name", "clean"))
+    ext_modules, cmdclass = extensions() if building else ([], {})
+    setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -42,7 +42,7 @@ def cuda_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) ->
     if not all(t.is_cuda for t in tensors):
         reasons.append("inputs are not CUDA tensors")
     if not _ext.extension_available():
-        reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]})")
+        reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]}); {_ext.BUILD_HINT}")
     elif not _ext.extension_has_cuda():
         reasons.append("rsn_fast._C was built without CUDA (RSN_FAST_SKIP_CUDA_BUILD or no nvcc at build time)")
     elif op_name is not None and not hasattr(torch.ops.rsn_fast, op_name):
@@ -56,7 +56,7 @@ def cpp_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) -> 
     if not all(t.device.type == "cpu" for t in tensors):
         reasons.append("inputs are not CPU tensors")
     if not _ext.extension_available():
-        reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]})")
+        reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]}); {_ext.BUILD_HINT}")
     elif op_name is not None and not hasattr(torch.ops.rsn_fast, op_name):
         reasons.append(f"rsn_fast._C has no op {op_name}")
     return reasons

@@ -9,15 +9,21 @@ LOWP_ATOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, tor
 
 
 def assert_within_torch_error(
-    out: torch.Tensor, exact: torch.Tensor, torch_out: torch.Tensor, name: str, factor: float = LOWP_FACTOR
+    out: torch.Tensor,
+    exact: torch.Tensor,
+    torch_out: torch.Tensor,
+    name: str,
+    factor: float = LOWP_FACTOR,
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Relative L2 error of ``out`` vs the float64 ``exact`` ≤ factor × that of ``torch_out`` + dtype atol."""
+    """Relative L2 error of ``out`` vs the float64 ``exact`` ≤ factor × that of ``torch_out`` + atol of
+    ``dtype`` (default out.dtype; pass the compute dtype for float32 results of low-precision math)."""
     assert out.shape == exact.shape, f"{name}: shape {tuple(out.shape)} != {tuple(exact.shape)}"
     assert torch.isfinite(out).all(), f"{name}: non-finite values"
     scale = exact.double().norm().clamp_min(1e-30)
     err = ((out.double() - exact.double()).norm() / scale).item()
     err_torch = ((torch_out.double() - exact.double()).norm() / scale).item()
-    tol = factor * err_torch + LOWP_ATOL[out.dtype]
+    tol = factor * err_torch + LOWP_ATOL[dtype or out.dtype]
     assert err <= tol, f"{name}: relative error {err:.3g} > {tol:.3g} (torch's own error {err_torch:.3g})"
 
 

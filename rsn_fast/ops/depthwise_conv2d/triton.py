@@ -15,6 +15,15 @@ from rsn_fast.ops._dispatch import triton_interpret
 
 
 @triton.jit
+def round_bf16(x):
+    """float32 → the nearest bfloat16 value (ties to even), still float32. The interpreter's own cast
+    truncates; the GPU cast already rounds, so this runs only under TRITON_INTERPRET=1 (ROUND flags)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _dw_conv_kernel(
     x_ptr,  # input (N, C, H_in, W_in), strides sx*
     w_ptr,  # weight (C, 1, K, K) contiguous
@@ -39,6 +48,7 @@ def _dw_conv_kernel(
     HAS_BIAS: tl.constexpr,
     FLIP: tl.constexpr,  # use weight[c, K-1-i, K-1-j] (the input gradient is this convolution of grad)
     STATS: tl.constexpr,
+    ROUND: tl.constexpr,  # round to bfloat16 by hand (interpreter only)
     ACC: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
@@ -79,6 +89,8 @@ def _dw_conv_kernel(
         acc += tl.load(b_ptr + offs_c, mask=mask_c, other=0.0).to(ACC)[None, :]
     m2 = mask_p[:, None] & mask_c[None, :]
     y_off = n * syn + offs_c[None, :].to(tl.int64) * syc + (oh * syh + ow * syw)[:, None]
+    if ROUND:
+        acc = round_bf16(acc)
     out = acc.to(y_ptr.dtype.element_ty)
     tl.store(y_ptr + y_off, out, mask=m2)
     if STATS:
@@ -153,6 +165,10 @@ def _dw_wgrad_kernel(
         tl.store(part_ptr + slot + t * C + offs_c, s, mask=mask_c)
 
 
+def needs_rounding(dtype: torch.dtype) -> bool:
+    return dtype == torch.bfloat16 and triton_interpret()
+
+
 def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -208,7 +224,7 @@ def conv(
     _dw_conv_kernel[grid](
         x, w, bias if bias is not None else w, y, part, C, H, W, Ho, Wo, padding,
         *x.stride(), *y.stride(),
-        K=k, HAS_BIAS=bias is not None, FLIP=flip, STATS=stats, ACC=_acc_dtype(x.dtype),
+        K=k, HAS_BIAS=bias is not None, FLIP=flip, STATS=stats, ROUND=needs_rounding(x.dtype), ACC=_acc_dtype(x.dtype),
         BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=nw,
     )  # fmt: skip
     return y, (part.sum(0, dtype=torch.float64) if stats else None)

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
 from rsn_fast.ops.depthwise_conv2d import triton as dw_triton
+from rsn_fast.ops.depthwise_conv2d.triton import round_bf16
 
 
 @triton.jit
@@ -33,7 +34,7 @@ def _gate_eval_kernel(
     son, soc, soh, sow,
     so2n, so2c,
     syn, syc, syh, syw,
-    K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    K: tl.constexpr, ROUND: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
@@ -69,6 +70,8 @@ def _gate_eval_kernel(
         o1 = tl.load(o1_ptr + n * son + cc * soc + (oh * soh + ow * sow)[:, None], mask=m2, other=0.0)
         o2 = tl.load(o2_ptr + n * so2n + offs_c * so2c, mask=mask_c, other=0.0).to(tl.float32)
         out = o1.to(tl.float32) * (1.0 + o2[None, :] * beta[:, None])
+        if ROUND:
+            out = round_bf16(out)
         tl.store(
             out_ptr + n * syn + cc * syc + (oh * syh + ow * syw)[:, None],
             out.to(out_ptr.dtype.element_ty),
@@ -118,7 +121,7 @@ def _gate_kernel(
     son, soc, soh, sow,
     so2n, so2c,
     syn, syc, syh, syw,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ROUND: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """out = o1 * (1 + o2 * sigmoid(relu(p * scale + shift)))."""
     pid = tl.program_id(0)
@@ -136,6 +139,8 @@ def _gate_kernel(
     o1 = tl.load(o1_ptr + n * son + cc * soc + (oh * soh + ow * sow)[:, None], mask=m2, other=0.0)
     o2 = tl.load(o2_ptr + n * so2n + offs_c * so2c, mask=mask_c, other=0.0).to(tl.float32)
     out = o1.to(tl.float32) * (1.0 + o2[None, :] * beta[:, None])
+    if ROUND:
+        out = round_bf16(out)
     tl.store(
         out_ptr + n * syn + cc * syc + (oh * syh + ow * syw)[:, None],
         out.to(out_ptr.dtype.element_ty),
@@ -159,7 +164,7 @@ def _gate_bwd_kernel(
     son, soc, soh, sow,
     so2n, so2c,
     sdn, sdc, sdh, sdw,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    ROUND: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     n = tl.program_id(1).to(tl.int64)
@@ -184,6 +189,8 @@ def _gate_bwd_kernel(
         )
         o2 = tl.load(o2_ptr + n * so2n + offs_c * so2c, mask=mask_c, other=0.0).to(tl.float32)
         do1 = g * (1.0 + o2[None, :] * beta[:, None])
+        if ROUND:
+            do1 = round_bf16(do1)
         tl.store(
             do1_ptr + n * sdn + cc * sdc + (oh * sdh + ow * sdw)[:, None],
             do1.to(do1_ptr.dtype.element_ty),
@@ -215,7 +222,7 @@ def _bn_d_bwd_kernel(
     C, HW, W,
     szn, szc, szh, szw,
     sdn, sdc, sdh, sdw,
-    STAGE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    STAGE: tl.constexpr, ROUND: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """dr = dp * wp[c] * [a > 0]; stage 0 sums; stage 1: dz = gamma * rstd * (dr - mean(dr) - z_hat * mean(dr z_hat))."""
     pid = tl.program_id(0)
@@ -250,6 +257,8 @@ def _bn_d_bwd_kernel(
         m_dr = tl.load(cv_ptr + 4 * C + offs_c, mask=mask_c, other=0.0)
         m_drz = tl.load(cv_ptr + 5 * C + offs_c, mask=mask_c, other=0.0)
         dz = (gamma * rstd)[None, :] * (dr - m_dr[None, :] - zhat * m_drz[None, :])
+        if ROUND:
+            dz = round_bf16(dz)
         tl.store(
             dz_ptr + n * sdn + cc * sdc + (oh * sdh + ow * sdw)[:, None],
             dz.to(dz_ptr.dtype.element_ty),
@@ -264,6 +273,11 @@ def _blocks(C: int) -> tuple[int, int]:
     return 64, min(32, triton.next_power_of_2(C))
 
 
+def new_like(t: torch.Tensor) -> torch.Tensor:
+    """Uninitialised output shaped and laid out like t (tests replace this to poison outputs with NaN)."""
+    return torch.empty_like(t, memory_format=dw_triton.out_format(t))
+
+
 def _o2_2d(o2: torch.Tensor) -> torch.Tensor:
     return o2.reshape(o2.shape[0], o2.shape[1])
 
@@ -272,12 +286,12 @@ def gate_eval(o1, o2, u, w_folded, shift_d, pw, bnp):
     """One-kernel eval forward. w_folded float32 (C, k*k), shift_d/pw float32 (C,), bnp float32 (2,)."""
     N, C, H, W = u.shape
     k = int(round(w_folded.shape[1] ** 0.5))
-    out = torch.empty_like(o1, memory_format=dw_triton.out_format(o1))
+    out = new_like(o1)
     o2 = _o2_2d(o2)
     bp, bc = _blocks(C)
     _gate_eval_kernel[(triton.cdiv(H * W, bp), N)](
         u, w_folded, shift_d, pw, bnp, o1, o2, out, C, H, W, k // 2,
-        *u.stride(), *o1.stride(), *o2.stride(), *out.stride(), K=k, BLOCK_P=bp, BLOCK_C=bc,
+        *u.stride(), *o1.stride(), *o2.stride(), *out.stride(), K=k, ROUND=dw_triton.needs_rounding(o1.dtype), BLOCK_P=bp, BLOCK_C=bc,
     )  # fmt: skip
     return out
 
@@ -297,11 +311,24 @@ def pointwise(z, scale_shift_d, pw):
 
 def gate(p, bnp, o1, o2):
     N, C, H, W = o1.shape
-    out = torch.empty_like(o1, memory_format=dw_triton.out_format(o1))
+    out = new_like(o1)
     o2 = _o2_2d(o2)
     bp, bc = _blocks(C)
     _gate_kernel[(triton.cdiv(H * W, bp), N, triton.cdiv(C, bc))](
-        p, bnp, o1, o2, out, C, H * W, W, *o1.stride(), *o2.stride(), *out.stride(), BLOCK_P=bp, BLOCK_C=bc
+        p,
+        bnp,
+        o1,
+        o2,
+        out,
+        C,
+        H * W,
+        W,
+        *o1.stride(),
+        *o2.stride(),
+        *out.stride(),
+        ROUND=dw_triton.needs_rounding(o1.dtype),
+        BLOCK_P=bp,
+        BLOCK_C=bc,
     )
     return out
 
@@ -311,14 +338,15 @@ def gate_backward(grad, o1, o2, p, bnp4):
     N, C, H, W = o1.shape
     bp, bc = _blocks(C)
     tiles = triton.cdiv(H * W, bp)
-    do1 = torch.empty_like(o1, memory_format=dw_triton.out_format(o1))
+    do1 = new_like(o1)
     do2 = torch.empty((N, tiles, C), device=o1.device, dtype=torch.float32)
     dq = torch.empty((N, H * W), device=o1.device, dtype=torch.float32)
     part = torch.empty((N * tiles, 2), device=o1.device, dtype=torch.float32)
     o2 = _o2_2d(o2)
     _gate_bwd_kernel[(tiles, N)](
         grad, o1, o2, p, bnp4, do1, do2, dq, part, C, H * W, W,
-        *grad.stride(), *o1.stride(), *o2.stride(), *do1.stride(), BLOCK_P=bp, BLOCK_C=bc,
+        *grad.stride(), *o1.stride(), *o2.stride(), *do1.stride(),
+        ROUND=dw_triton.needs_rounding(o1.dtype), BLOCK_P=bp, BLOCK_C=bc,
     )  # fmt: skip
     return do1, do2.sum(1), dq, part.sum(0, dtype=torch.float64)
 
@@ -330,7 +358,21 @@ def bn_d_backward_sums(z, dp, cv, pw):
     tiles = triton.cdiv(H * W, bp)
     part = torch.empty((N * tiles, 3, C), device=z.device, dtype=torch.float32)
     _bn_d_bwd_kernel[(tiles, N, triton.cdiv(C, bc))](
-        z, dp, cv, pw, part, z, C, H * W, W, *z.stride(), *z.stride(), STAGE=0, BLOCK_P=bp, BLOCK_C=bc
+        z,
+        dp,
+        cv,
+        pw,
+        part,
+        z,
+        C,
+        H * W,
+        W,
+        *z.stride(),
+        *z.stride(),
+        STAGE=0,
+        ROUND=False,
+        BLOCK_P=bp,
+        BLOCK_C=bc,
     )
     return part.sum(0, dtype=torch.float64)
 
@@ -339,8 +381,22 @@ def bn_d_backward(z, dp, cv, pw):
     """dz (N, C, H, W) in z's dtype and layout."""
     N, C, H, W = z.shape
     bp, bc = _blocks(C)
-    dz = torch.empty_like(z, memory_format=dw_triton.out_format(z))
+    dz = new_like(z)
     _bn_d_bwd_kernel[(triton.cdiv(H * W, bp), N, triton.cdiv(C, bc))](
-        z, dp, cv, pw, dz, dz, C, H * W, W, *z.stride(), *dz.stride(), STAGE=1, BLOCK_P=bp, BLOCK_C=bc
+        z,
+        dp,
+        cv,
+        pw,
+        dz,
+        dz,
+        C,
+        H * W,
+        W,
+        *z.stride(),
+        *dz.stride(),
+        STAGE=1,
+        ROUND=dw_triton.needs_rounding(z.dtype),
+        BLOCK_P=bp,
+        BLOCK_C=bc,
     )
     return dz

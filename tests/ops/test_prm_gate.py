@@ -1,0 +1,262 @@
+"""PRM spatial gate: reference vs nn-module composition, Triton vs reference (output, every gradient, running
+statistics), training and eval, dtypes, layouts, poisoned outputs, bad inputs, opcheck and torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rsn_fast.ops import BackendError
+from rsn_fast.ops.prm_gate import prm_spatial_gate
+from tests.conftest import TRITON_INTERPRET
+from tests.tolerances import assert_within_torch_error
+
+GPU_TRITON = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+TRITON_DEVICE = "cpu" if TRITON_INTERPRET else "cuda"
+needs_triton = pytest.mark.skipif(
+    not (TRITON_INTERPRET or GPU_TRITON), reason="Triton needs a GPU with cc >= 8.0 or TRITON_INTERPRET=1"
+)
+ACT = ("o1", "o2", "u")
+PARAMS = ("dw_weight", "bn_d_weight", "bn_d_bias", "pw_weight", "bn_p_weight", "bn_p_bias")
+BUFS = ("bn_d_running_mean", "bn_d_running_var", "bn_p_running_mean", "bn_p_running_var")
+
+
+def make_inputs(N, C, H, W, k=9, dtype=torch.float32, device="cpu", channels_last=False):
+    """Activations in dtype; parameters like a real module (weights in dtype, BN affine/buffers float32)."""
+    o1, u = (
+        torch.randn(N, C, H, W, dtype=dtype, device=device),
+        torch.randn(N, C, H, W, dtype=dtype, device=device),
+    )
+    if channels_last:
+        o1, u = o1.to(memory_format=torch.channels_last), u.to(memory_format=torch.channels_last)
+    acts = {"o1": o1, "o2": torch.rand(N, C, 1, 1, device=device).to(dtype), "u": u}
+    f32 = {"device": device, "dtype": torch.float32}
+    params = {
+        "dw_weight": (torch.randn(C, 1, k, k, device=device) / k).to(dtype),
+        "bn_d_weight": torch.rand(C, **f32) + 0.5,
+        "bn_d_bias": torch.randn(C, **f32) * 0.5,
+        "pw_weight": (torch.randn(1, C, 1, 1, device=device) / C**0.5).to(dtype),
+        "bn_p_weight": torch.rand(1, **f32) + 0.5,
+        "bn_p_bias": torch.randn(1, **f32) * 0.5 + 0.3,
+    }
+    bufs = {
+        "bn_d_running_mean": torch.randn(C, **f32) * 0.1,
+        "bn_d_running_var": torch.rand(C, **f32) + 0.5,
+        "bn_p_running_mean": torch.randn(1, **f32) * 0.1,
+        "bn_p_running_var": torch.rand(1, **f32) + 0.5,
+    }
+    return acts, params, bufs
+
+
+def run(acts, params, bufs, training, backend, grad=None, cast=None, device=None):
+    """Forward (+ backward with ``grad``; "sum" = y.sum()). Returns (out, grads dict, buffers after)."""
+
+    def conv(t):
+        t = t.detach()
+        if cast is not None and t.is_floating_point():
+            t = t.to(cast if t.dtype != torch.float32 or cast == torch.float64 else torch.float32)
+        return t.to(device) if device else t
+
+    a = {k: conv(v).requires_grad_() for k, v in acts.items()}
+    p = {k: conv(v).requires_grad_() for k, v in params.items()}
+    if cast == torch.float64:
+        p = {k: v.double().detach().requires_grad_() for k, v in p.items()}
+    b = {k: conv(v).clone() if cast != torch.float64 else conv(v).double().clone() for k, v in bufs.items()}
+    out = prm_spatial_gate(**a, **p, **b, training=training, backend=backend)
+    grads = {}
+    if grad is not None:
+        leaves = {**a, **p}
+        if isinstance(grad, str):
+            gs = torch.autograd.grad(out.sum(), list(leaves.values()))
+        else:
+            gs = torch.autograd.grad(out, list(leaves.values()), conv(grad).to(out.dtype))
+        grads = dict(zip(leaves, gs))
+    return out, grads, b
+
+
+def test_reference_matches_module_composition():
+    N, C, H, W = 3, 6, 11, 9
+    acts, params, bufs = make_inputs(N, C, H, W, dtype=torch.float64)
+    dw = nn.Conv2d(C, C, 9, padding=4, groups=C, bias=False).double()
+    bn_d, pw, bn_p = (
+        nn.BatchNorm2d(C).double(),
+        nn.Conv2d(C, 1, 1, bias=False).double(),
+        nn.BatchNorm2d(1).double(),
+    )
+    with torch.no_grad():
+        dw.weight.copy_(params["dw_weight"])
+        pw.weight.copy_(params["pw_weight"])
+        for bn, tag in ((bn_d, "d"), (bn_p, "p")):
+            bn.weight.copy_(params[f"bn_{tag}_weight"])
+            bn.bias.copy_(params[f"bn_{tag}_bias"])
+            bn.running_mean.copy_(bufs[f"bn_{tag}_running_mean"])
+            bn.running_var.copy_(bufs[f"bn_{tag}_running_var"])
+    for training in (True, False):
+        for m in (dw, bn_d, pw, bn_p):
+            m.train(training)
+        beta = torch.sigmoid(torch.relu(bn_p(pw(torch.relu(bn_d(dw(acts["u"])))))))
+        expected = acts["o1"] * (1 + acts["o2"] * beta)
+        out, _, b = run(acts, params, bufs, training, "reference", cast=torch.float64)
+        bufs = b
+        torch.testing.assert_close(out, expected)
+        for tag, bn in (("d", bn_d), ("p", bn_p)):
+            torch.testing.assert_close(b[f"bn_{tag}_running_mean"], bn.running_mean)
+            torch.testing.assert_close(b[f"bn_{tag}_running_var"], bn.running_var)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gradcheck_reference_float64(training):
+    acts, params, bufs = make_inputs(2, 3, 5, 4, k=3, dtype=torch.float64)
+    params = {k: v.double() for k, v in params.items()}
+    bufs = {k: v.double() for k, v in bufs.items()}
+    names = list(acts) + list(params)
+
+    def f(*xs):
+        kw = dict(zip(names, xs))
+        return prm_spatial_gate(
+            **kw, **{k: v.clone() for k, v in bufs.items()}, training=training, backend="reference"
+        )
+
+    inputs = [t.detach().requires_grad_() for t in (*acts.values(), *params.values())]
+    assert torch.autograd.gradcheck(f, inputs, fast_mode=True)
+
+
+def _compare(shape, k, dtype, channels_last, training, upstream="random", device=TRITON_DEVICE):
+    acts, params, bufs = make_inputs(*shape, k=k, dtype=dtype, device=device, channels_last=channels_last)
+    grad = torch.randn(shape, device=device) if upstream == "random" else "sum"
+    out, grads, b = run(acts, params, bufs, training, "triton", grad=grad)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    ex_out, ex_grads, ex_b = run(
+        acts, params, bufs, training, "reference", grad, cast=torch.float64, device="cpu"
+    )
+    t_out, t_grads, t_b = run(acts, params, bufs, training, "reference", grad=grad)
+    assert_within_torch_error(out, ex_out, t_out, "out")
+    for name in grads:
+        assert_within_torch_error(grads[name], ex_grads[name], t_grads[name], f"d{name}", dtype=dtype)
+    for name in BUFS:
+        assert_within_torch_error(b[name], ex_b[name], t_b[name], name, dtype=dtype)
+
+
+@needs_triton
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_triton_matches_reference(training, dtype, channels_last):
+    if TRITON_INTERPRET:
+        cases = [((3, 17, 15, 13), 5)] if dtype != torch.float32 or channels_last else [((3, 16, 16, 16), 9)]
+    else:
+        cases = [((3, 256, 64, 48), 9), ((3, 17, 63, 47), 9), ((3, 26, 96, 72), 9), ((1, 17, 64, 48), 9)]
+    for shape, k in cases:
+        if training and shape[0] == 1 and shape[2] * shape[3] < 2:
+            continue
+        _compare(shape, k, dtype, channels_last, training)
+
+
+@needs_triton
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_triton_backward_of_sum_and_batch_of_one(training):
+    _compare((1 if not training else 2, 5, 9, 7), 3, torch.float32, True, training, upstream="sum")
+
+
+@needs_triton
+def test_triton_eval_one_kernel_no_grad_matches_reference():
+    for cl in (False, True):
+        acts, params, bufs = make_inputs(1, 17, 15, 13, k=9, device=TRITON_DEVICE, channels_last=cl)
+        with torch.no_grad():
+            out = prm_spatial_gate(**acts, **params, **bufs, training=False, backend="triton")
+            ref = prm_spatial_gate(**acts, **params, **bufs, training=False, backend="reference")
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+def test_triton_poisoned_outputs_are_overwritten(monkeypatch):
+    from rsn_fast.ops.depthwise_conv2d import triton as dw_tri
+    from rsn_fast.ops.prm_gate import triton as prm_tri
+
+    def poisoned_like(t):
+        return torch.full_like(t, float("nan"), memory_format=dw_tri.out_format(t))
+
+    def poisoned(shape, like, memory_format):
+        return torch.full(shape, float("nan"), device=like.device, dtype=like.dtype).contiguous(
+            memory_format=memory_format
+        )
+
+    monkeypatch.setattr(prm_tri, "new_like", poisoned_like)
+    monkeypatch.setattr(dw_tri, "new_output", poisoned)
+    for training in (True, False):
+        acts, params, bufs = make_inputs(2, 6, 9, 7, k=5, device=TRITON_DEVICE, channels_last=training)
+        out, grads, b = run(acts, params, bufs, training, "triton", grad=torch.randn(2, 6, 9, 7))
+        ref, _, _ = run(acts, params, bufs, training, "reference")
+        assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads.values())
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+        with torch.no_grad():
+            out = prm_spatial_gate(**acts, **params, **bufs, training=False, backend="triton")
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(
+    not TRITON_INTERPRET, reason="opcheck of the Triton op on the CPU needs TRITON_INTERPRET=1"
+)
+def test_opcheck_triton():
+    acts, params, bufs = make_inputs(2, 5, 7, 6, k=3)
+    args = [acts["o1"], acts["o2"], acts["u"], params["dw_weight"], params["bn_d_weight"], params["bn_d_bias"],
+            bufs["bn_d_running_mean"], bufs["bn_d_running_var"], params["pw_weight"], params["bn_p_weight"],
+            params["bn_p_bias"], bufs["bn_p_running_mean"], bufs["bn_p_running_var"]]  # fmt: skip
+    args = [
+        t.requires_grad_() if t.dtype.is_floating_point and i not in (6, 7, 11, 12) else t
+        for i, t in enumerate(args)
+    ]
+    torch.library.opcheck(torch.ops.rsn_fast.prm_gate_fwd.default, (*args, True, 1e-5, True, "triton"))
+    torch.library.opcheck(torch.ops.rsn_fast.prm_gate_fwd.default, (*args, False, 1e-5, True, "triton"))
+
+
+def test_compile_fullgraph_training_step():
+    backend = "triton" if TRITON_INTERPRET else "reference"
+    acts, params, bufs = make_inputs(2, 5, 8, 7, k=3)
+    p = {k: v.requires_grad_() for k, v in params.items()}
+    b_eager = {k: v.clone() for k, v in bufs.items()}
+
+    def step(o1, o2, u, b):
+        return prm_spatial_gate(o1, o2, u, **p, **b, training=True, backend=backend).square().sum()
+
+    loss = torch.compile(step, fullgraph=True, backend="aot_eager")(*acts.values(), bufs)
+    (g_c,) = torch.autograd.grad(loss, [p["dw_weight"]])
+    loss_e = step(*acts.values(), b_eager)
+    (g_e,) = torch.autograd.grad(loss_e, [p["dw_weight"]])
+    torch.testing.assert_close(loss, loss_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_c, g_e, rtol=1e-4, atol=1e-5)
+    for k in BUFS:
+        torch.testing.assert_close(bufs[k], b_eager[k])
+    assert not torch.equal(bufs["bn_d_running_mean"], make_inputs(2, 5, 8, 7, k=3)[2]["bn_d_running_mean"])
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda a, p, b: a.update(u=a["u"][0]), "'u' must be 4-D"),
+        (lambda a, p, b: a.update(o1=a["o1"][:, :3]), "'o1'"),
+        (lambda a, p, b: a.update(o2=a["o2"][:, :, 0]), "'o2'"),
+        (lambda a, p, b: p.update(dw_weight=torch.randn(4, 1, 8, 8)), "'dw_weight'"),
+        (lambda a, p, b: p.update(dw_weight=torch.randn(3, 1, 9, 9)), "'dw_weight'"),
+        (lambda a, p, b: p.update(pw_weight=torch.randn(4, 1, 1, 1)), "'pw_weight'"),
+        (lambda a, p, b: p.update(bn_d_weight=torch.randn(5)), "'bn_d_weight'"),
+        (lambda a, p, b: b.update(bn_p_running_var=torch.randn(2)), "'bn_p_running_var'"),
+        (lambda a, p, b: a.update(o1=a["o1"].double()), "'o1' has dtype"),
+        (lambda a, p, b: p.update(bn_d_bias=torch.randn(4, device="meta")), "'bn_d_bias' is on"),
+    ],
+)
+def test_bad_inputs_name_the_argument(change, match):
+    acts, params, bufs = make_inputs(2, 4, 6, 5, k=3)
+    change(acts, params, bufs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        prm_spatial_gate(**acts, **params, **bufs, training=True, backend="reference")
+
+
+def test_training_needs_more_than_one_value_and_cuda_backend_reason():
+    acts, params, bufs = make_inputs(1, 4, 1, 1, k=3)
+    with pytest.raises(ValueError, match="more than 1 value"):
+        prm_spatial_gate(**acts, **params, **bufs, training=True, backend="reference")
+    acts, params, bufs = make_inputs(2, 4, 6, 5, k=3)
+    with pytest.raises(BackendError, match="not written yet"):
+        prm_spatial_gate(**acts, **params, **bufs, training=True, backend="cuda")

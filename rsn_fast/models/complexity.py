@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,8 +39,6 @@ def count_gmacs(model: nn.Module, input_size: tuple[int, int], in_channels: int 
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     # deepcopy of a meta module is free; copying real weights first would cost memory for big models.
     params = {id(p): p for p in model.parameters()}
     memo = {

@@ -130,3 +130,17 @@ def test_official_bias_folding_and_bgr_flip():
     assert "head.predict_layers.3.conv_layers.1.conv.weight" in conv
     with pytest.raises(CheckpointError, match="no counterpart"):
         convert_official_state_dict({"mystery.weight": torch.zeros(1)})
+
+
+def test_file_with_python_objects_loads_with_a_warning(tmp_path):
+    """MMPose 1.x files pickle mmengine objects in 'meta'; weights_only loading refuses them."""
+    import argparse
+
+    sd = random_state_dict(mm_table([1, 1, 1, 1], 1, 3))
+    torch.save({"state_dict": sd, "meta": {"args": argparse.Namespace(lr=0.1)}}, tmp_path / "m.pth")
+    model = build_model(ModelConfig(num_blocks=[1, 1, 1, 1], num_keypoints=3))
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        load_checkpoint(model, tmp_path / "m.pth")
+    assert torch.equal(
+        model.state_dict()["backbone.top.top.0.conv.weight"], sd["backbone.top.top.0.conv.weight"]
+    )

@@ -105,8 +105,8 @@ def test_channels_last_matches_contiguous():
     BN over a batch of 2 at 2x2 pixels amplifies summation-order differences, so a fixed tolerance is wrong."""
     torch.manual_seed(1)
     model = build_model(ModelConfig(num_stages=2, num_keypoints=4, **TINY)).train()
-    x = torch.randn(2, 3, 64, 64)
-    w = torch.randn(2, 4, 16, 16)
+    x = torch.randn(2, 3, 64, 32)
+    w = torch.randn(2, 4, 16, 8)
     ref_out, ref_grad = _run(model, x, w)
     exact_out, exact_grad = _run(copy.deepcopy(model).double(), x.double(), w.double())
     model_cl = model.to(memory_format=torch.channels_last)

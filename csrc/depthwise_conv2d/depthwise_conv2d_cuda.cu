@@ -42,9 +42,9 @@ __global__ void __launch_bounds__(256) dw_conv_nchw_kernel(
     int C, int H_in, int W_in, int H_out, int W_out, int K, int pad, bool flip) {
   __shared__ float xs[kHaloH * kHaloW];
   __shared__ float ws[kMaxK * kMaxK];
-  const int64_t plane = blockIdx.z;  // n * C + c
+  const int64_t plane = blockIdx.x;  // n * C + c (grid x: up to 2^31 - 1 planes)
   const int c = static_cast<int>(plane % C);
-  const int oh0 = blockIdx.y * kTileH, ow0 = blockIdx.x * kTileW;
+  const int oh0 = blockIdx.y * kTileH, ow0 = blockIdx.z * kTileW;
   const int tid = threadIdx.y * blockDim.x + threadIdx.x;
   const T* xp = x + plane * H_in * W_in;
   const int hh = kTileH + K - 1, hw = kTileW + K - 1;
@@ -91,9 +91,9 @@ __global__ void __launch_bounds__(256) dw_conv_nhwc_kernel(
     const float* __restrict__ b,  // (C,) or null
     T* __restrict__ y,            // (N, H_out, W_out, C) dense
     int C, int H_in, int W_in, int H_out, int W_out, int K, int pad, bool flip) {
-  const int c = blockIdx.x * 32 + threadIdx.x;
-  const int ow0 = (blockIdx.y * 8 + threadIdx.y) * kStrip;
-  const int64_t nh = blockIdx.z;  // n * H_out + oh
+  const int c = blockIdx.y * 32 + threadIdx.x;
+  const int ow0 = (blockIdx.z * 8 + threadIdx.y) * kStrip;
+  const int64_t nh = blockIdx.x;  // n * H_out + oh (grid x: up to 2^31 - 1)
   const int oh = static_cast<int>(nh % H_out);
   const int64_t n = nh / H_out;
   if (c >= C || ow0 >= W_out) return;
@@ -205,15 +205,15 @@ cudaError_t conv_typed(const void* x, const float* w, const float* b, void* y, i
   T* yt = static_cast<T*>(y);
   if (channels_last) {
     const dim3 block(32, 8);
-    const dim3 grid(static_cast<unsigned>((c + 31) / 32), static_cast<unsigned>((w_out + 8 * kStrip - 1) / (8 * kStrip)),
-                    static_cast<unsigned>(n * h_out));
+    const dim3 grid(static_cast<unsigned>(n * h_out), static_cast<unsigned>((c + 31) / 32),
+                    static_cast<unsigned>((w_out + 8 * kStrip - 1) / (8 * kStrip)));
     dw_conv_nhwc_kernel<T><<<grid, block, 0, stream>>>(xt, w, b, yt, static_cast<int>(c), static_cast<int>(h_in),
                                                        static_cast<int>(w_in), static_cast<int>(h_out),
                                                        static_cast<int>(w_out), k, pad, flip);
   } else {
     const dim3 block(32, 8);
-    const dim3 grid(static_cast<unsigned>((w_out + kTileW - 1) / kTileW),
-                    static_cast<unsigned>((h_out + kTileH - 1) / kTileH), static_cast<unsigned>(n * c));
+    const dim3 grid(static_cast<unsigned>(n * c), static_cast<unsigned>((h_out + kTileH - 1) / kTileH),
+                    static_cast<unsigned>((w_out + kTileW - 1) / kTileW));
     dw_conv_nchw_kernel<T><<<grid, block, 0, stream>>>(xt, w, b, yt, static_cast<int>(c), static_cast<int>(h_in),
                                                        static_cast<int>(w_in), static_cast<int>(h_out),
                                                        static_cast<int>(w_out), k, pad, flip);

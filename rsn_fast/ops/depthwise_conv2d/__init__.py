@@ -22,6 +22,7 @@ __all__ = ["depthwise_conv2d", "check_inputs", "DISPATCHER"]
 OP = "depthwise_conv2d"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_K, MAX_K = 3, 31
 
 
@@ -86,7 +87,7 @@ def _triton_reasons(x, weight, bias=None, padding=None) -> list[str]:
 
 def _cuda_reasons(x, weight, bias=None, padding=None) -> list[str]:
     why = cuda_reasons([x], _cuda.FWD_OP)
-    if x.dtype not in KERNEL_DTYPES:
+    if x.dtype not in CUDA_DTYPES:
         why.append(f"dtype {x.dtype} not supported")
     return why
 

@@ -214,16 +214,6 @@ def test_compile_fullgraph_module():
     torch.testing.assert_close(x.grad, gx, rtol=1e-5, atol=1e-5)
 
 
-def test_module_state_dict_round_trip_with_conv2d():
-    torch_conv = torch.nn.Conv2d(7, 7, 9, padding=4, groups=7)
-    ours = DepthwiseConv2d(7, 9, backend="reference")
-    ours.load_state_dict(torch_conv.state_dict(), strict=True)
-    x = torch.randn(2, 7, 12, 10)
-    torch.testing.assert_close(ours(x), torch_conv(x))
-    torch_conv.load_state_dict(DepthwiseConv2d(7, 9, bias=True).state_dict(), strict=True)
-    assert set(DepthwiseConv2d(7, 9, bias=False).state_dict()) == {"weight"}
-
-
 @pytest.mark.parametrize(
     "make,match",
     [

@@ -243,6 +243,7 @@ def test_compile_fullgraph_training_step():
         (lambda a, p, b: p.update(bn_d_weight=torch.randn(5)), "'bn_d_weight'"),
         (lambda a, p, b: b.update(bn_p_running_var=torch.randn(2)), "'bn_p_running_var'"),
         (lambda a, p, b: a.update(o1=a["o1"].double()), "'o1' has dtype"),
+        (lambda a, p, b: a.update(u=a["u"].int(), o1=a["o1"].int()), "'u' must be float"),
         (lambda a, p, b: p.update(bn_d_bias=torch.randn(4, device="meta")), "'bn_d_bias' is on"),
     ],
 )
@@ -251,6 +252,21 @@ def test_bad_inputs_name_the_argument(change, match):
     change(acts, params, bufs)
     with pytest.raises((ValueError, TypeError), match=match):
         prm_spatial_gate(**acts, **params, **bufs, training=True, backend="reference")
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("triton", marks=needs_triton)])
+def test_float32_weights_with_low_precision_activations(backend):
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    acts, params, bufs = make_inputs(2, 6, 9, 7, k=5, dtype=torch.bfloat16, device=device)
+    p32 = {k: v.float().requires_grad_() for k, v in params.items()}
+    out = prm_spatial_gate(**acts, **p32, **bufs, training=True, backend=backend)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert p32["dw_weight"].grad.dtype == torch.float32 and torch.isfinite(p32["dw_weight"].grad).all()
+    ref = prm_spatial_gate(
+        **acts, **params, **{k: v.clone() for k, v in bufs.items()}, training=True, backend="reference"
+    )
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
 
 
 def test_training_needs_more_than_one_value_and_cuda_backend_reason():

@@ -247,6 +247,9 @@ def prm_spatial_gate(
         momentum, eps: the BatchNorm settings (both BatchNorms share them, as MMPose's ConvModules do).
         backend: "triton" or "reference"; default: RSN_FAST_BACKEND, then the first that can run.
 
+    o2, dw_weight and pw_weight are cast to u's dtype when they differ (float32 weights under autocast); the
+    BatchNorm parameters and buffers stay as they are (float32 in practice) and are used in float32.
+
     Returns:
         out (N, C, H, W) = o1 ⊙ (1 + o2 ⊙ β), β = sigmoid(ReLU(BN_p(pw(ReLU(BN_d(dw(u))))))) (N, 1, H, W).
     """
@@ -262,6 +265,14 @@ def prm_spatial_gate(
         "bn_p_running_mean": bn_p_running_mean,
         "bn_p_running_var": bn_p_running_var,
     }
+    if isinstance(u, torch.Tensor) and u.is_floating_point():
+        # mixed precision (autocast): float32 weights and channel weights compute in the activations' dtype
+        o2, dw_weight, pw_weight = (
+            t.to(u.dtype)
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != u.dtype
+            else t
+            for t in (o2, dw_weight, pw_weight)
+        )
     _check(o1, o2, u, dw_weight, vec_c, pw_weight, vec_1, training)
     if momentum is None:
         raise ValueError(f"{OP}: argument 'momentum' must be a float (cumulative averaging is not supported)")

@@ -42,7 +42,7 @@ $PY -m rsn_fast.info >"$LOGS/info.txt" 2>&1 && stamp "rsn_fast.info ok" || stamp
 
 # --- tests on the GPU (the same files CI runs on CPU; GPU-only cases run here) ---
 stamp "tests: ${TESTS[*]}"
-timeout 150 $PY -m pytest "${TESTS[@]}" -q -rs -x --durations=10 -p no:cacheprovider >"$LOGS/tests.log" 2>&1
+timeout 120 $PY -m pytest "${TESTS[@]}" -q -rs --durations=10 -p no:cacheprovider >"$LOGS/tests.log" 2>&1
 TEST_RC=$?
 stamp "tests rc=$TEST_RC: $(tail -1 "$LOGS/tests.log")"
 [ $TEST_RC -ne 0 ] && grep -E "^(FAILED|ERROR)|Error" "$LOGS/tests.log" | head -20
@@ -50,7 +50,7 @@ stamp "tests rc=$TEST_RC: $(tail -1 "$LOGS/tests.log")"
 # --- benchmarks, quick mode ---
 for b in "${BENCHES[@]}"; do
   stamp "bench $b"
-  timeout 120 $PY -m "$b" --quick >"$LOGS/$b.log" 2>&1 || stamp "$b rc=$? (see $LOGS/$b.log)"
+  timeout 100 $PY -m "$b" --quick >"$LOGS/$b.log" 2>&1 || stamp "$b rc=$? (see $LOGS/$b.log)"
 done
 
 if [ -n "${OUT:-}" ]; then

@@ -127,9 +127,7 @@ def _compare(shape, k, dtype, channels_last, training, upstream="random", device
     grad = torch.randn(shape, device=device) if upstream == "random" else "sum"
     out, grads, b = run(acts, params, bufs, training, "triton", grad=grad)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    ex_out, ex_grads, ex_b = run(
-        acts, params, bufs, training, "reference", grad, cast=torch.float64, device="cpu"
-    )
+    ex_out, ex_grads, ex_b = run(acts, params, bufs, training, "reference", grad, cast=torch.float64)
     t_out, t_grads, t_b = run(acts, params, bufs, training, "reference", grad=grad)
     assert_within_torch_error(out, ex_out, t_out, "out")
     for name in grads:

@@ -1,7 +1,8 @@
 """``rsn_fast.ops.decode_heatmaps``: heatmaps → image-pixel keypoints and scores (RSN_SPEC.md §12, §16.4).
 
-Backends: ``reference`` (batched torch, any device and dtype). Fused Triton/CUDA/C++ kernels will register here
-behind the same function (issue 7) and must match the reference.
+Backends, tried in this order: ``cuda`` (fused csrc kernel, CUDA tensors), ``cpp`` (fused C++ kernel, CPU
+tensors), ``reference`` (batched torch, any device and dtype, the specification). The compiled kernels share one
+torch.library op, ``torch.ops.rsn_fast.decode_heatmaps`` (with a fake rule for torch.compile).
 """
 
 from __future__ import annotations
@@ -10,14 +11,37 @@ from collections.abc import Sequence
 
 import torch
 
-from rsn_fast.ops._dispatch import Backend, Dispatcher, register
-from rsn_fast.ops.decode_heatmaps.reference import MODES, decode_heatmaps_reference
+from rsn_fast.ops._dispatch import Backend, Dispatcher, cpp_reasons, cuda_reasons, register
+from rsn_fast.ops.decode_heatmaps import cpp as _cpp
+from rsn_fast.ops.decode_heatmaps.reference import MODES, _check, decode_heatmaps_reference
 
 __all__ = ["MODES", "decode_heatmaps", "decode_heatmaps_reference"]
 
 
+_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+_COMPILED_READY = _cpp.register()
+
+
 def _reference_reasons(*args, **kwargs) -> list[str]:
     return []
+
+
+def _tensors(heatmaps, centers, box_sizes, *args, flipped=None, **kwargs) -> list[torch.Tensor]:
+    return [t for t in (heatmaps, centers, box_sizes, flipped) if isinstance(t, torch.Tensor)]
+
+
+def _input_reasons(heatmaps, *args, **kwargs) -> list[str]:
+    if heatmaps.dtype not in _DTYPES:
+        return [f"dtype {heatmaps.dtype} is not one of float64, float32, float16, bfloat16"]
+    return []
+
+
+def _cuda_reasons(*args, **kwargs) -> list[str]:
+    return cuda_reasons(_tensors(*args, **kwargs), "decode_heatmaps") + _input_reasons(*args, **kwargs)
+
+
+def _cpp_reasons(*args, **kwargs) -> list[str]:
+    return cpp_reasons(_tensors(*args, **kwargs), "decode_heatmaps") + _input_reasons(*args, **kwargs)
 
 
 def _example_inputs(device: torch.device) -> tuple:
@@ -29,7 +53,15 @@ def _example_inputs(device: torch.device) -> tuple:
 
 
 _dispatcher = register(
-    Dispatcher("decode_heatmaps", [Backend("reference", decode_heatmaps_reference, _reference_reasons)]),
+    Dispatcher(
+        "decode_heatmaps",
+        [
+            Backend("cuda", _cpp.decode_heatmaps_compiled, _cuda_reasons),
+            Backend("cpp", _cpp.decode_heatmaps_compiled, _cpp_reasons),
+            Backend("reference", decode_heatmaps_reference, _reference_reasons),
+        ],
+        auto_order=("cuda", "cpp", "reference"),
+    ),
     _example_inputs,
 )
 
@@ -58,10 +90,11 @@ def decode_heatmaps(
         blur_kernel: odd Gaussian kernel size (cv2.getGaussianKernel(k, 0) profile).
         flipped: optional (N, K, H, W) raw heatmaps of the horizontally mirrored input.
         flip_pairs: (i, j) left/right channel pairs; required with ``flipped``.
-        backend: force a backend (default: RSN_FAST_BACKEND, then automatic).
+        backend: "cuda", "cpp" or "reference"; None: RSN_FAST_BACKEND, then automatic (cuda → cpp → reference).
     Returns:
         coords (N, K, 2) in image pixels and scores (N, K); float64 for float64 heatmaps, else float32.
     """
+    _check(heatmaps, centers, box_sizes, input_size, mode, blur_kernel, flipped, flip_pairs)
     return _dispatcher(
         heatmaps,
         centers,

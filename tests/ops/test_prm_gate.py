@@ -7,12 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from rsn_fast import _ext
 from rsn_fast.ops import BackendError
 from rsn_fast.ops.prm_gate import prm_spatial_gate
 from tests.conftest import TRITON_INTERPRET
 from tests.tolerances import assert_within_torch_error
 
 GPU_TRITON = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+CUDA_EXT = torch.cuda.is_available() and _ext.extension_has_cuda()
 TRITON_DEVICE = "cpu" if TRITON_INTERPRET else "cuda"
 needs_triton = pytest.mark.skipif(
     not (TRITON_INTERPRET or GPU_TRITON), reason="Triton needs a GPU with cc >= 8.0 or TRITON_INTERPRET=1"
@@ -122,10 +124,12 @@ def test_gradcheck_reference_float64(training):
     assert torch.autograd.gradcheck(f, inputs, fast_mode=True)
 
 
-def _compare(shape, k, dtype, channels_last, training, upstream="random", device=TRITON_DEVICE):
+def _compare(
+    shape, k, dtype, channels_last, training, upstream="random", device=TRITON_DEVICE, backend="triton"
+):
     acts, params, bufs = make_inputs(*shape, k=k, dtype=dtype, device=device, channels_last=channels_last)
     grad = torch.randn(shape, device=device) if upstream == "random" else "sum"
-    out, grads, b = run(acts, params, bufs, training, "triton", grad=grad)
+    out, grads, b = run(acts, params, bufs, training, backend, grad=grad)
     assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     ex_out, ex_grads, ex_b = run(acts, params, bufs, training, "reference", grad, cast=torch.float64)
     t_out, t_grads, t_b = run(acts, params, bufs, training, "reference", grad=grad)
@@ -149,6 +153,18 @@ def test_triton_matches_reference(training, dtype, channels_last):
         if training and shape[0] == 1 and shape[2] * shape[3] < 2:
             continue
         _compare(shape, k, dtype, channels_last, training)
+
+
+@pytest.mark.skipif(not CUDA_EXT, reason="no CUDA GPU or rsn_fast._C built without CUDA")
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_cuda_composite_matches_reference(training, dtype, channels_last):
+    for shape in ((3, 256, 64, 48), (3, 17, 63, 47), (1, 26, 96, 72)):
+        _compare(shape, 9, dtype, channels_last, training, device="cuda", backend="cuda")
+    _compare(
+        (2, 17, 15, 13), 9, dtype, channels_last, training, upstream="sum", device="cuda", backend="cuda"
+    )
 
 
 @needs_triton
@@ -272,5 +288,5 @@ def test_training_needs_more_than_one_value_and_cuda_backend_reason():
     with pytest.raises(ValueError, match="more than 1 value"):
         prm_spatial_gate(**acts, **params, **bufs, training=True, backend="reference")
     acts, params, bufs = make_inputs(2, 4, 6, 5, k=3)
-    with pytest.raises(BackendError, match="not written yet"):
+    with pytest.raises(BackendError, match="not CUDA tensors"):
         prm_spatial_gate(**acts, **params, **bufs, training=True, backend="cuda")

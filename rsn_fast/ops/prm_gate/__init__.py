@@ -1,7 +1,9 @@
 """Fused PRM spatial gate: out = o1 ⊙ (1 + o2 ⊙ sigmoid(ReLU(BN_p(pw(ReLU(BN_d(dw(u))))))))  (reference.py).
 
 Public function :func:`prm_spatial_gate`. Backends: ``reference`` (torch, anywhere), ``triton`` (fused phases,
-forward and backward; CUDA cc >= 8.0 or CPU under TRITON_INTERPRET=1). The CUDA backend is not written yet.
+forward and backward; CUDA cc >= 8.0 or CPU under TRITON_INTERPRET=1), ``cuda`` (for now a composite: the
+reference composition with our CUDA depthwise kernels, so Volta gets the fast depthwise weight gradient; the
+fused CUDA gate kernels are still to be written). Automatic order: triton, cuda, reference.
 The Triton path is the op ``torch.ops.rsn_fast.prm_gate_fwd`` (fake + autograd registered); running statistics
 are updated outside it with plain torch ops, exactly as nn.BatchNorm2d does.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from rsn_fast.ops._dispatch import Backend, Dispatcher, register, triton_reasons
+from rsn_fast.ops._dispatch import Backend, Dispatcher, cuda_reasons, register, triton_reasons
 from rsn_fast.ops.prm_gate import fused as _fused
 from rsn_fast.ops.prm_gate import reference as _reference
 
@@ -71,14 +73,29 @@ def _triton_reasons(o1, o2, u, *args, **kwargs) -> list[str]:
     return why
 
 
+def _cuda_reasons(o1, o2, u, *args, **kwargs) -> list[str]:
+    why = cuda_reasons([o1, o2, u], "depthwise_conv2d_fwd_cuda")
+    if u.dtype not in DTYPES:
+        why.append(f"dtype {u.dtype} not supported")
+    return why
+
+
+def _cuda_depthwise(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    from rsn_fast.ops.depthwise_conv2d import depthwise_conv2d
+
+    return depthwise_conv2d(u, w, None, w.shape[-1] // 2, backend="cuda")
+
+
 DISPATCHER = register(
     Dispatcher(
         OP,
         [
-            Backend("cuda", None, lambda *a, **k: ["the CUDA PRM gate kernels are not written yet"]),
+            Backend("cuda", None, _cuda_reasons),
             Backend("triton", None, _triton_reasons),
             Backend("reference", _reference.prm_spatial_gate, lambda *a, **k: []),
         ],
+        # the fused Triton path first: the composite CUDA path only speeds up the depthwise convolution
+        auto_order=("triton", "cuda", "reference"),
     ),
     lambda device: (
         torch.randn(2, 8, 16, 12, device=device),
@@ -281,6 +298,8 @@ def prm_spatial_gate(
     name = DISPATCHER.choose(*args[:3], backend=backend).name
     if name == "reference":
         return _reference.prm_spatial_gate(*args, training, momentum, eps)
+    if name == "cuda":  # composite: our CUDA depthwise kernels inside the torch composition (see module doc)
+        return _reference.prm_spatial_gate(*args, training, momentum, eps, depthwise=_cuda_depthwise)
     fix = [t if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) else t.contiguous()
            for t in args[:3]]  # fmt: skip
     args = (*fix, *args[3:])

@@ -12,6 +12,8 @@ unbiased variance and ``momentum``), running statistics in eval mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -33,11 +35,18 @@ def prm_spatial_gate(
     training: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    depthwise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """out (N,C,H,W) = o1 ⊙ (1 + o2 ⊙ β); see the module docstring. Updates running stats when training."""
+    """out (N,C,H,W) = o1 ⊙ (1 + o2 ⊙ β); see the module docstring. Updates running stats when training.
+
+    ``depthwise(u, dw_weight)`` replaces the depthwise convolution (the composite CUDA path passes our kernel).
+    """
     C = u.shape[1]
     k = dw_weight.shape[-1]
-    z = F.conv2d(u, dw_weight, None, padding=k // 2, groups=C)
+    if depthwise is not None:
+        z = depthwise(u, dw_weight)
+    else:
+        z = F.conv2d(u, dw_weight, None, padding=k // 2, groups=C)
     a = F.relu(
         F.batch_norm(z, bn_d_running_mean, bn_d_running_var, bn_d_weight, bn_d_bias, training, momentum, eps)
     )

@@ -43,3 +43,16 @@ def test_training_step_matches_conv2d_channels_last():
     torch.testing.assert_close(ours.weight.grad, torch_conv.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.bias.grad, torch_conv.bias.grad, rtol=1e-4, atol=1e-4)
     assert ours(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_autocast_matches_conv2d():
+    torch_conv = nn.Conv2d(5, 5, 3, padding=1, groups=5)
+    ours = DepthwiseConv2d(5, 3, backend="reference")
+    ours.load_state_dict(torch_conv.state_dict())
+    x = torch.randn(2, 5, 8, 7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_ref, y = torch_conv(x), ours(x)
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_ref)
+    y.float().sum().backward()
+    assert ours.weight.grad.dtype == torch.float32 and x.grad.dtype == torch.float32

@@ -198,6 +198,11 @@ def depthwise_conv2d(
     """
     if padding is None and isinstance(weight, torch.Tensor) and weight.dim() == 4:
         padding = weight.shape[-1] // 2
+    if isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
+        # behave like F.conv2d under autocast: compute in the autocast dtype (custom ops are not cast for us)
+        dt = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dt), weight.to(dt)
+        bias = bias.to(dt) if bias is not None else None
     check_inputs(x, weight, bias, padding)
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()

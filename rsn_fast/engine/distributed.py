@@ -65,7 +65,13 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
         if use_cuda:
             kwargs["device_id"] = dev  # binds NCCL to this GPU and lets barrier() know the device
-        dist.init_process_group(**kwargs)
+        # After a torchrun restart the agent's store still holds the previous attempt's keys (peer addresses of
+        # dead processes); a peer reading one before it is overwritten fails to connect (seen with gloo). A
+        # per-attempt key prefix keeps attempts apart.
+        store, rank, world_size = next(dist.rendezvous("env://", rank=rank, world_size=world_size))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"rsn_fast/attempt_{attempt}/", store)
+        dist.init_process_group(store=store, rank=rank, world_size=world_size, **kwargs)
         rank, world_size = dist.get_rank(), dist.get_world_size()
     _INFO = DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
     return _INFO

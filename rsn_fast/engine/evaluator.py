@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from rsn_fast.config import Config
 from rsn_fast.engine.checkpoint import unwrap
 from rsn_fast.engine.distributed import broadcast_object, gather_objects, get_info
-from rsn_fast.engine.sampling import ShardSampler
+from rsn_fast.engine.sampling import ShardSampler, collate_for, limit_cv2_threads
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -32,9 +32,12 @@ def _flip_pairs(cfg: Config) -> list[tuple[int, int]]:
 def build_eval_loader(cfg: Config, dataset, rank: int, world_size: int) -> DataLoader:
     """A loader over this rank's unpadded shard of ``dataset``."""
     workers = cfg.data.workers
+    if workers > 0:
+        limit_cv2_threads()
     return DataLoader(
         dataset,
         batch_size=cfg.data.val_batch_size,
+        collate_fn=collate_for(dataset),
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=workers,
         pin_memory=cfg.data.pin_memory and torch.cuda.is_available(),

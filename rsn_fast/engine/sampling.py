@@ -11,13 +11,14 @@ sample is evaluated exactly once even when the data set size is not a multiple o
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
 _MASK64 = (1 << 64) - 1
 
@@ -33,8 +34,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class SeededDataset(Dataset):
     """Wraps a map-style data set; ``ds[(epoch, index)]`` runs ``inner[index]`` under seeded RNGs.
 
-    Python's ``random``, NumPy's global generator and torch's CPU generator are seeded from
-    :func:`sample_seed`. In the main process (``workers: 0``) their states are restored afterwards, so loading
+    Python's ``random``, NumPy's global generator, torch's CPU generator and the data set's own augmentation
+    generator (``inner.set_rng(seed)``, when it has one) are seeded from :func:`sample_seed`. In the main process (``workers: 0``) their states are restored afterwards, so loading
     leaves the training process's own random streams alone.
     """
 
@@ -59,6 +60,9 @@ class SeededDataset(Dataset):
         random.seed(s)
         np.random.seed(s & 0xFFFFFFFF)
         torch.manual_seed(s & 0x7FFFFFFFFFFFFFFF)
+        set_rng = getattr(self.inner, "set_rng", None)
+        if callable(set_rng):
+            set_rng(s)
         try:
             return self.inner[index]
         finally:
@@ -137,3 +141,27 @@ class ShardSampler(Sampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
+
+
+def collate_for(dataset) -> Any:
+    """The data package's batch collation (it builds training targets once per batch), else torch's default."""
+    try:
+        from rsn_fast.data.dataset import collate_batch
+    except ImportError:
+        return default_collate
+    return functools.partial(collate_batch, dataset=dataset)
+
+
+def limit_cv2_threads() -> None:
+    """One OpenCV thread per process, set in the parent BEFORE loader workers fork.
+
+    Calling ``cv2.setNumThreads`` inside a forked worker after the parent has used OpenCV's pool deadlocks
+    (the child waits on the parent's pool condition variables; seen here in ``pthread_cond_destroy``). Each
+    worker would otherwise also start a pool as large as the machine and oversubscribe the cores.
+    """
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass

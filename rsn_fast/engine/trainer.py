@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from rsn_fast import __version__
 from rsn_fast.config import Config, save_config, to_dict
@@ -29,7 +29,7 @@ from rsn_fast.engine import checkpoint as ckpt
 from rsn_fast.engine.distributed import DistInfo, all_gather_objects, barrier, get_info
 from rsn_fast.engine.optim import build_optimizer, build_scheduler, iters_for
 from rsn_fast.engine.run_log import RunLogger
-from rsn_fast.engine.sampling import ResumableSampler, SeededDataset
+from rsn_fast.engine.sampling import ResumableSampler, SeededDataset, collate_for, limit_cv2_threads
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -44,26 +44,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _collate_fn():
-    try:
-        from rsn_fast.data import collate  # the data package's collate, when it has one
-
-        return collate
-    except ImportError:
-        return default_collate
-
-
 def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataLoader, ResumableSampler]:
     """The training loader: seeded samples (:class:`SeededDataset`) in :class:`ResumableSampler` order."""
     if dataset is None:
         from rsn_fast.data import build_dataset
 
-        dataset = build_dataset(cfg, "train")
+        dataset = build_dataset(cfg, "train", item_targets=False)
     seed = cfg.train.seed
     sampler = ResumableSampler(len(dataset), cfg.data.batch_size, info.rank, info.world_size, seed=seed)
     workers = cfg.data.workers
     kwargs: dict[str, Any] = {}
     if workers > 0:
+        limit_cv2_threads()
         kwargs["persistent_workers"] = cfg.data.persistent_workers
         kwargs["prefetch_factor"] = cfg.data.prefetch_factor
     loader = DataLoader(
@@ -71,7 +63,7 @@ def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataL
         batch_size=cfg.data.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=_collate_fn(),
+        collate_fn=collate_for(dataset),
         pin_memory=cfg.data.pin_memory and info.device.type == "cuda",
         drop_last=True,
         # Worker base seeds come from this generator, not the global one: loader start-up must not

@@ -219,7 +219,9 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
-def load_config(source: Union[str, os.PathLike, dict, Config, None] = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    source: str | os.PathLike | dict | Config | None = None, overrides: list[str] | None = None
+) -> Config:
     """Load a :class:`Config` from a YAML path, a mapping or an existing config, then apply overrides.
 
     Args:

@@ -12,8 +12,8 @@ import functools
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -27,7 +27,7 @@ class BackendError(RuntimeError):
     """A requested backend cannot run these inputs, or no backend can."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
@@ -44,7 +44,9 @@ def cuda_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) ->
     if not _ext.extension_available():
         reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]}); {_ext.BUILD_HINT}")
     elif not _ext.extension_has_cuda():
-        reasons.append("rsn_fast._C was built without CUDA (RSN_FAST_SKIP_CUDA_BUILD or no nvcc at build time)")
+        reasons.append(
+            "rsn_fast._C was built without CUDA (RSN_FAST_SKIP_CUDA_BUILD or no nvcc at build time)"
+        )
     elif op_name is not None and not hasattr(torch.ops.rsn_fast, op_name):
         reasons.append(f"rsn_fast._C has no op {op_name}")
     return reasons
@@ -109,7 +111,9 @@ class Dispatcher:
             b = self.backends[requested]
             why = b.reasons(*args, **kwargs)
             if why:
-                raise BackendError(f"{self.op}: backend '{requested}' cannot run these inputs: " + "; ".join(why))
+                raise BackendError(
+                    f"{self.op}: backend '{requested}' cannot run these inputs: " + "; ".join(why)
+                )
             return b
         report = {}
         for name in self.auto_order:

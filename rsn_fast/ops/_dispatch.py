@@ -8,7 +8,6 @@ Decisions use static metadata only (device, dtype, shape, layout), so torch.comp
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import warnings
@@ -27,9 +26,13 @@ class BackendError(RuntimeError):
     """A requested backend cannot run these inputs, or no backend can."""
 
 
-@functools.cache
+# computed once at import: a cached function (functools.cache) makes dynamo warn when it traces the dispatch
+_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether triton is installed (looked up once, when this module is imported)."""
+    return _TRITON_AVAILABLE
 
 
 def triton_interpret() -> bool:

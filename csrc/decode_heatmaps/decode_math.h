@@ -27,6 +27,29 @@ RSN_HD int64_t reflect101(int64_t i, int64_t n) {
   return i;
 }
 
+// The blurred cells a decoder needs, in the coordinates of the zero grid (gh x gw) that holds the h x w map at
+// (pad, pad): rows [r0, r1) x cols [c0, c1). Outside it (RSN, r <= pad) the blur is exactly zero; first_zero is
+// the row-major index of the first such cell. MMPose's blur keeps only the map's own cells (crop).
+struct GridPlan {
+  int64_t h, w, r, pad, gh, gw, r0, r1, c0, c1, first_zero;
+  bool zero_outside;
+};
+
+inline GridPlan make_grid_plan(int64_t h, int64_t w, int64_t r, int64_t pad, bool crop) {
+  GridPlan p{};
+  p.h = h, p.w = w, p.r = r, p.pad = pad, p.gh = h + 2 * pad, p.gw = w + 2 * pad;
+  if (crop) {
+    p.r0 = pad, p.r1 = pad + h, p.c0 = pad, p.c1 = pad + w;
+  } else if (r <= pad) {
+    p.r0 = pad - r, p.r1 = pad + h + r, p.c0 = pad - r, p.c1 = pad + w + r;
+    p.zero_outside = !(p.r0 == 0 && p.c0 == 0 && p.r1 == p.gh && p.c1 == p.gw);
+  } else {
+    p.r0 = 0, p.r1 = p.gh, p.c0 = 0, p.c1 = p.gw;
+  }
+  if (p.zero_outside) p.first_zero = (p.r0 > 0 || p.c0 > 0) ? 0 : (p.c1 < p.gw ? p.c1 : p.r1 * p.gw);
+  return p;
+}
+
 // cv2.getGaussianKernel(ksize, 0): fixed tables for ksize <= 9 (multiples of 1/256, exact in any float type),
 // else sigma = 0.3((k-1)/2 - 1) + 0.8 in float64, normalised by the reciprocal of the sum, then cast.
 template <typename acc_t>

@@ -262,6 +262,8 @@ def test_short_training_run_on_dali_cpu_batches(synthetic_dir, tmp_path, monkeyp
 
 
 def test_missing_dali_names_the_package(synthetic_dir, monkeypatch):
+    from rsn_fast.data import build_dataloader
+
     for name in [m for m in sys.modules if m == "nvidia.dali" or m.startswith("nvidia.dali.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # makes `import nvidia.dali...` fail
@@ -269,6 +271,10 @@ def test_missing_dali_names_the_package(synthetic_dir, monkeypatch):
     with pytest.raises(DaliNotInstalledError, match="nvidia-dali-cuda130") as e:
         build_dali_loader(_cfg(synthetic_dir), "train")
     assert "nvidia-dali-cuda120" in str(e.value)
+    cfg = _cfg(synthetic_dir)
+    cfg.data.backend = "dali"
+    with pytest.raises(ImportError, match="pip install nvidia-dali-cuda130"):
+        build_dataloader(cfg, "train")
 
 
 def test_dali_matrix_is_cv2_matrix_in_corner_coordinates():
@@ -290,3 +296,15 @@ def test_image_size_reads_headers(ext, params):
     ok, buf = cv2.imencode(ext, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), params)
     assert ok and image_size(buf.tobytes()) == (w, h) and image_size(buf) == (w, h)
     assert image_size(b"not an image at all") is None
+
+
+@needs_dali
+def test_build_dataloader_dispatches_on_data_backend(synthetic_dir):
+    from rsn_fast.data import build_dataloader
+
+    cfg = _cfg(synthetic_dir)
+    cfg.data.backend = "dali"  # the config field (data.backend: torch | dali)
+    loader, _ = build_dataloader(cfg, "train")
+    assert isinstance(loader, DaliLoader)
+    b = next(iter(loader))
+    assert b["target"].shape[:3] == (4, 4, 17) and b["image"].shape == (4, 3, 128, 96)

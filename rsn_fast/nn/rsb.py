@@ -173,10 +173,10 @@ class FusedRSB(nn.Module):
                 bn.running_var.mul_(1 - f).add_(unbiased.to(bn.running_var.dtype), alpha=f)
         scale = torch.rsqrt(var + bn.eps)
         if bn.weight is not None:
-            scale = scale * bn.weight.float()
+            scale = scale * _acc(bn.weight)
         shift = -mean * scale
         if bn.bias is not None:
-            shift = shift + bn.bias.float()
+            shift = shift + _acc(bn.bias)
         return scale, shift
 
     def _forward_fused(self, x: torch.Tensor, train: bool) -> torch.Tensor:
@@ -267,7 +267,7 @@ class FusedRSB(nn.Module):
             zd, ad, bd = run(self.downsample, [x], None, None, False)
             identity = _affine(zd, ad, bd)
         else:
-            identity = x.float()
+            identity = _acc(x)
         return torch.relu(_affine(z3, a3, b3) + identity).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,9 +280,14 @@ class FusedRSB(nn.Module):
 
 def _affine(z: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
     if a is None:
-        return z.float()
+        return _acc(z)
     c = z.shape[1]
-    return z.float() * a.view(1, c, 1, 1) + b.view(1, c, 1, 1)
+    return _acc(z) * a.view(1, c, 1, 1) + b.view(1, c, 1, 1)
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """t in the accumulation type: float32, or float64 for float64 tensors."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def rsb_structure(m: nn.Module) -> tuple[int, list[int], int, int, str] | None:

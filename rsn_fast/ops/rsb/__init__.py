@@ -125,12 +125,17 @@ def _op(
     z, s, q = _forward_impl(backend)(srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats)
     mf = torch.channels_last if _is_cl(srcs[0]) else torch.contiguous_format
     z = z.contiguous(memory_format=mf)
-    if save_input:
+    if save_input and not _identity_prologue(srcs, scale, relu):
         # the conv input, kept for the weight gradient when the caller chose not to recompute it
         u = _reference.prologue(srcs, scale, shift, relu, cat, weight.dtype)
     else:
         u = z.new_empty((0,))
     return z, s, q, u
+
+
+def _identity_prologue(srcs, scale, relu) -> bool:
+    # u is the source itself, which backward has anyway (and an output may not alias an input)
+    return len(srcs) == 1 and scale is None and not relu
 
 
 @_op.register_fake
@@ -140,7 +145,7 @@ def _(srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats, save_
     z = z.contiguous(memory_format=mf)
     c = weight.shape[0] if stats else 0
     s = weight.new_empty((c,), dtype=torch.float32)
-    if save_input:
+    if save_input and not _identity_prologue(srcs, scale, relu):
         n, _, h, w = srcs[0].shape
         cin = sum(t.shape[1] for t in srcs) if cat else srcs[0].shape[1]
         u = torch.empty((n, cin, h, w), dtype=weight.dtype, device=weight.device).contiguous(memory_format=mf)
@@ -152,6 +157,7 @@ def _(srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats, save_
 def _setup_context(ctx, inputs, output):
     srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats, save_input, backend = inputs
     z, _, _, u = output
+    save_input = save_input and not _identity_prologue(srcs, scale, relu)
     ctx.n_srcs = len(srcs)
     ctx.has_scale = scale is not None
     ctx.has_bias = bias is not None

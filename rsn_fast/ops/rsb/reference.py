@@ -33,11 +33,16 @@ def channels_last_like(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.shape[1] > 1 and t.stride(1) == 1 and not t.is_contiguous()
 
 
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """t in the accumulation type: float32, or float64 for float64 inputs."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _affine_act(src: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None, relu: bool):
     c = src.shape[1]
-    v = src.float()
+    v = _acc(src)
     if scale is not None:
-        v = v * scale.float().view(1, c, 1, 1) + shift.float().view(1, c, 1, 1)
+        v = v * _acc(scale).view(1, c, 1, 1) + _acc(shift).view(1, c, 1, 1)
     return torch.relu(v) if relu else v
 
 
@@ -86,7 +91,7 @@ def conv_bnact_stats_forward(
     u = prologue(srcs, scale, shift, relu, cat, weight.dtype)
     z = F.conv2d(u, weight, bias, stride=stride, padding=padding)
     if stats:
-        zf = z.float()
+        zf = _acc(z)
         return z, zf.sum((0, 2, 3)), (zf * zf).sum((0, 2, 3))
     empty = z.new_empty((0,), dtype=torch.float32)
     return z, empty, empty.clone()
@@ -115,11 +120,11 @@ def conv_bnact_stats_backward(
     ReLU mask, the affine and the sum's fan-out per source. ``u`` is the saved conv input; None recomputes it.
     """
     c = z.shape[1]
-    g = grad_z.float() if grad_z is not None else torch.zeros(z.shape, dtype=torch.float32, device=z.device)
+    g = _acc(grad_z) if grad_z is not None else _acc(torch.zeros_like(z))
     if grad_sum is not None and grad_sum.numel():
-        g = g + grad_sum.float().view(1, c, 1, 1)
+        g = g + _acc(grad_sum).view(1, c, 1, 1)
     if grad_sumsq is not None and grad_sumsq.numel():
-        g = g + 2.0 * z.float() * grad_sumsq.float().view(1, c, 1, 1)
+        g = g + 2.0 * _acc(z) * _acc(grad_sumsq).view(1, c, 1, 1)
     if u is None:
         u = prologue(srcs, scale, shift, relu, cat, weight.dtype)
     g = g.to(weight.dtype)
@@ -136,21 +141,21 @@ def conv_bnact_stats_backward(
         1,
         [True, True, has_bias],
     )
-    du = du.float()
+    du = _acc(du)
     dsrcs, dscales, dshifts = [], [], []
     offset = 0
     for s, a, b in zip(srcs, _split(scale, srcs), _split(shift, srcs)):
         cs = s.shape[1]
         d = du[:, offset : offset + cs] if cat else du
         offset += cs
-        sf = s.float()
+        sf = _acc(s)
         if relu:
-            pre = sf * a.float().view(1, cs, 1, 1) + b.float().view(1, cs, 1, 1) if a is not None else sf
+            pre = sf * _acc(a).view(1, cs, 1, 1) + _acc(b).view(1, cs, 1, 1) if a is not None else sf
             d = d * (pre > 0)
         if a is not None:
             dscales.append((d * sf).sum((0, 2, 3)))
             dshifts.append(d.sum((0, 2, 3)))
-            d = d * a.float().view(1, cs, 1, 1)
+            d = d * _acc(a).view(1, cs, 1, 1)
         dsrcs.append(d.to(s.dtype))
     dscale = torch.cat(dscales).to(scale.dtype) if scale is not None else None
     dshift = torch.cat(dshifts).to(shift.dtype) if shift is not None else None
@@ -168,12 +173,12 @@ def fold_bn(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference BatchNorm folded into the preceding conv: returns (weight', bias') with
     ``conv(x, weight', bias') == bn(conv(x, weight, conv_bias))`` in eval mode. Computed in float32."""
-    inv = torch.rsqrt(running_var.float() + eps)
-    scale = inv * bn_weight.float() if bn_weight is not None else inv
-    shift = -running_mean.float() * scale
+    inv = torch.rsqrt(_acc(running_var) + eps)
+    scale = inv * _acc(bn_weight) if bn_weight is not None else inv
+    shift = -_acc(running_mean) * scale
     if bn_bias is not None:
-        shift = shift + bn_bias.float()
+        shift = shift + _acc(bn_bias)
     if conv_bias is not None:
-        shift = shift + conv_bias.float() * scale
-    w = weight.float() * scale.view(-1, 1, 1, 1)
+        shift = shift + _acc(conv_bias) * scale
+    w = _acc(weight) * scale.view(-1, 1, 1, 1)
     return w.to(weight.dtype), shift.to(weight.dtype)

@@ -146,10 +146,11 @@ at::Tensor gaussian_targets_cpu(const at::Tensor& keypoints, const at::Tensor& w
     for (int64_t item = begin; item < end; ++item) {
       float* map = op + item * hw;
       std::memset(map, 0, sizeof(float) * hw);
-      int64_t left, top;
-      if (!gauss_origin(kpp[2 * item], kpp[2 * item + 1], wp[item], gp, width, height, &left, &top)) continue;
-      const int64_t y0 = std::max<int64_t>(top, 0), y1 = std::min<int64_t>(top + gp.size, height);
-      const int64_t x0 = std::max<int64_t>(left, 0), x1 = std::min<int64_t>(left + gp.size, width);
+      int64_t left, top, right, bottom;
+      if (!gauss_origin(kpp[2 * item], kpp[2 * item + 1], wp[item], gp, width, height, &left, &top, &right, &bottom))
+        continue;
+      const int64_t y0 = std::max<int64_t>(top, 0), y1 = std::min({bottom, top + gp.size, height});
+      const int64_t x0 = std::max<int64_t>(left, 0), x1 = std::min({right, left + gp.size, width});
       for (int64_t y = y0; y < y1; ++y)
         for (int64_t x = x0; x < x1; ++x) map[y * width + x] = gauss_value(x - left, y - top, gp);
     }

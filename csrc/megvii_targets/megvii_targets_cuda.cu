@@ -66,12 +66,13 @@ __global__ void gaussian_targets_kernel(const float* __restrict__ keypoints,  //
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= total) return;
   const int64_t hw = width * height, item = i / hw, x = i % width, y = (i / width) % height;
-  int64_t left, top;
+  int64_t left, top, right, bottom;
   float v = 0.f;
-  if (gauss_origin(keypoints[2 * item], keypoints[2 * item + 1], weights[item], patch, width, height, &left,
-                   &top)) {
+  if (gauss_origin(keypoints[2 * item], keypoints[2 * item + 1], weights[item], patch, width, height, &left, &top,
+                   &right, &bottom)) {
     const int64_t gx = x - left, gy = y - top;
-    if (gx >= 0 && gx < patch.size && gy >= 0 && gy < patch.size) v = gauss_value(gx, gy, patch);
+    if (gx >= 0 && gx < patch.size && x < right && gy >= 0 && gy < patch.size && y < bottom)
+      v = gauss_value(gx, gy, patch);
   }
   out[i] = v;
 }

@@ -82,9 +82,10 @@ inline GaussPatch gauss_patch(double sigma) {
   return g;
 }
 
-// Top-left heatmap cell of the patch; false when the keypoint is skipped (weight < 0.5, non-finite, no overlap).
+// Heatmap cells [left, right) x [top, bottom) of the patch (patch cell = heatmap cell - (left, top)); false when
+// the keypoint is skipped (weight < 0.5, non-finite, no overlap), as MMPose does.
 RSN_HD bool gauss_origin(float x, float y, float w, const GaussPatch& g, int64_t width, int64_t height,
-                         int64_t* left, int64_t* top) {
+                         int64_t* left, int64_t* top, int64_t* right, int64_t* bottom) {
   if (!(w >= 0.5f) || !isfinite(x) || !isfinite(y)) return false;
   const double mx = static_cast<double>(static_cast<int64_t>(x + 0.5f));  // astype(int64) truncates
   const double my = static_cast<double>(static_cast<int64_t>(y + 0.5f));
@@ -93,6 +94,8 @@ RSN_HD bool gauss_origin(float x, float y, float w, const GaussPatch& g, int64_t
   if (l >= width || t >= height || r < 0 || b < 0) return false;
   *left = l;
   *top = t;
+  *right = r;
+  *bottom = b;
   return true;
 }
 

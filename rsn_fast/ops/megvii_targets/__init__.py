@@ -1,4 +1,8 @@
-"""``megvii_targets``: batched Megvii target heatmaps (RSN_SPEC 10.1, 16.7). Only the reference backend so far."""
+"""``megvii_targets``: batched Megvii target heatmaps (RSN_SPEC 10.1, 16.7).
+
+Backends, tried in this order: ``cuda`` (csrc kernel, CUDA tensors), ``cpp`` (csrc C++ kernel, CPU tensors),
+``reference`` (batched torch, the specification). The compiled kernels share ``torch.ops.rsn_fast.megvii_targets``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from rsn_fast.ops._dispatch import Backend, Dispatcher, register
+from rsn_fast.ops._dispatch import Backend, Dispatcher, cpp_reasons, cuda_reasons, register
+from rsn_fast.ops.megvii_targets import cpp as _cpp
 from rsn_fast.ops.megvii_targets.reference import (
     gaussian_profile,
     megvii_targets_cv2_loop,
@@ -16,12 +21,34 @@ from rsn_fast.ops.megvii_targets.reference import (
 __all__ = ["megvii_targets", "megvii_targets_reference", "megvii_targets_cv2_loop", "gaussian_profile"]
 
 
+_COMPILED_READY = _cpp.register()
+
+
 def _reference_reasons(*args, **kwargs) -> list[str]:
     return []
 
 
+def _cuda_reasons(keypoints, weights, heatmap_size, kernels, normalize="global_max") -> list[str]:
+    why = cuda_reasons([keypoints, weights], "megvii_targets")
+    if len(kernels) > _cpp.MAX_CUDA_KERNELS:
+        why.append(f"{len(kernels)} kernels > {_cpp.MAX_CUDA_KERNELS} (the CUDA kernel's limit)")
+    return why
+
+
+def _cpp_reasons(keypoints, weights, heatmap_size, kernels, normalize="global_max") -> list[str]:
+    return cpp_reasons([keypoints, weights], "megvii_targets")
+
+
 _DISPATCH = register(
-    Dispatcher("megvii_targets", [Backend("reference", megvii_targets_reference, _reference_reasons)]),
+    Dispatcher(
+        "megvii_targets",
+        [
+            Backend("cuda", _cpp.megvii_targets_compiled, _cuda_reasons),
+            Backend("cpp", _cpp.megvii_targets_compiled, _cpp_reasons),
+            Backend("reference", megvii_targets_reference, _reference_reasons),
+        ],
+        auto_order=("cuda", "cpp", "reference"),
+    ),
     lambda device: (
         torch.tensor([[[10.3, 7.9], [0.5, 0.5], [-1.0, 3.0]]], device=device),
         torch.tensor([[2.0, 1.0, 2.0]], device=device),
@@ -47,6 +74,6 @@ def megvii_targets(
         heatmap_size: (W, H).
         kernels: L odd blur sizes (``cv2.getGaussianKernel(k, 0)`` profiles, reflect-101 border).
         normalize: "global_max" (OFF, peak 255) or "center" (MMPose 1.x, value at the keypoint's pixel 255).
-        backend: force a backend (see rsn_fast.ops._dispatch).
+        backend: "cuda", "cpp" or "reference"; None: RSN_FAST_BACKEND, then cuda → cpp → reference.
     """
     return _DISPATCH(keypoints, weights, heatmap_size, kernels, normalize=normalize, backend=backend)

@@ -422,6 +422,7 @@ def build_dali_loader(
     seed_fn: Callable[[int, int], int] | None = None,
     shard_id: int | None = None,
     num_shards: int | None = None,
+    dataset: TopDownDataset | None = None,
 ) -> tuple[DaliLoader, Any]:
     """The DALI loader for ``split``; same batches, order and sharding rules as ``build_dataloader``.
 
@@ -434,6 +435,7 @@ def build_dali_loader(
         sampler: use this sampler instead (indices or ``(epoch, index)`` keys, e.g. the engine's).
         seed_fn: per-sample augmentation seed for ``(epoch, index)`` keys.
         shard_id, num_shards: explicit shard (without an initialised process group).
+        dataset: an already built ``TopDownDataset`` for ``split`` (saves reading the annotations twice).
 
     Returns:
         (loader, sampler): the sampler is the ``DistributedSampler`` under DDP, the given one, or None.
@@ -450,7 +452,8 @@ def build_dali_loader(
     device = opts.device
     if device == "auto":
         device = "gpu" if torch.cuda.is_available() else "cpu"
-    dataset = build_dataset(cfg, split, item_targets=False)
+    if dataset is None:
+        dataset = build_dataset(cfg, split, item_targets=False)
     train = split == "train"
     rank = 0
     returned = sampler

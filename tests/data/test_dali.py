@@ -240,9 +240,12 @@ def test_short_training_run_on_dali_cpu_batches(synthetic_dir, tmp_path, monkeyp
     )
 
     def dali_train_loader(cfg, info, dataset=None):
-        sampler = ResumableSampler(len(build_dataset(cfg, "train")), cfg.data.batch_size, seed=cfg.train.seed)
+        # The change the engine's build_train_loader needs for data.backend: dali.
+        dataset = build_dataset(cfg, "train", item_targets=False)
+        seed = cfg.train.seed
+        sampler = ResumableSampler(len(dataset), cfg.data.batch_size, info.rank, info.world_size, seed=seed)
         loader, _ = build_dali_loader(
-            cfg, "train", sampler=sampler, seed_fn=functools.partial(sample_seed, cfg.train.seed)
+            cfg, "train", sampler=sampler, seed_fn=functools.partial(sample_seed, seed), dataset=dataset
         )
         return loader, sampler
 

@@ -10,4 +10,14 @@ TORCH_LIBRARY(rsn_fast, m) {
   m.def("depthwise_conv2d_bwd_cuda(Tensor grad, Tensor x, Tensor weight, int padding, bool need_input, "
         "bool need_weight, bool need_bias) -> (Tensor, Tensor, Tensor)");
   m.def("depthwise_conv2d_fwd_cuda(Tensor x, Tensor weight, Tensor? bias, int padding) -> Tensor");
+  m.def("depthwise_conv2d_stats_cuda(Tensor x, Tensor weight, int padding) -> (Tensor, Tensor)");
+  // Fused PRM spatial gate kernels (csrc/prm_gate); phases orchestrated by rsn_fast/ops/prm_gate/fused.py.
+  m.def("prm_gate_bn_d_bwd_cuda(Tensor z, Tensor dp, Tensor cv, Tensor pw) -> Tensor");
+  m.def("prm_gate_bn_d_bwd_sums_cuda(Tensor z, Tensor dp, Tensor cv, Tensor pw) -> Tensor");
+  m.def("prm_gate_eval_cuda(Tensor o1, Tensor o2, Tensor u, Tensor w_folded, Tensor shift_d, Tensor pw, "
+        "Tensor bnp) -> Tensor");
+  m.def("prm_gate_gate_bwd_cuda(Tensor grad, Tensor o1, Tensor o2, Tensor p, Tensor bnp4) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("prm_gate_gate_cuda(Tensor p, Tensor bnp, Tensor o1, Tensor o2) -> Tensor");
+  m.def("prm_gate_pointwise_cuda(Tensor z, Tensor scale_shift, Tensor pw) -> (Tensor, Tensor)");
 }

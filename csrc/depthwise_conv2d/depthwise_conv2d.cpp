@@ -1,5 +1,6 @@
 // depthwise_conv2d: input checks and launches of the CUDA kernels (depthwise_conv2d_cuda.cu).
 // Ops: depthwise_conv2d_fwd_cuda(x, weight, bias?, padding) -> y
+//      depthwise_conv2d_stats_cuda(x, weight, padding) -> (y, float64 (2, C) [sum, sum of squares] of y)
 //      depthwise_conv2d_bwd_cuda(grad, x, weight, padding, need_input, need_weight, need_bias) -> (dx, dw, db)
 // (unneeded gradients come back as empty tensors). Schemas in csrc/bindings.cpp.
 #include <ATen/core/Tensor.h>
@@ -42,17 +43,25 @@ void check_args(const at::Tensor& x, const at::Tensor& weight, int64_t pad) {
   RSN_CHECK_ARG(pad >= 0 && pad < k, kOp, "padding", "must be in [0, ", k - 1, "], got ", pad);
 }
 
-// y (layout of x) = depthwise conv of x by w32 (float32 (C, k, k)), optional float32 bias.
+// y (layout of x) = depthwise conv of x by w32 (float32 (C, k, k)), optional float32 bias. With `stats`
+// (an undefined tensor to fill), also the per-block partial channel sums float32 (2, P, C).
 at::Tensor conv(const at::Tensor& x, const at::Tensor& w32, const at::Tensor& b32, int64_t k, int64_t pad,
-                bool flip, int64_t h_out, int64_t w_out) {
+                bool flip, int64_t h_out, int64_t w_out, at::Tensor* stats = nullptr) {
   const bool cl = use_channels_last(x);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor xc = x.contiguous(fmt);
   at::Tensor y = at::empty({x.size(0), x.size(1), h_out, w_out}, x.options().memory_format(fmt));
+  float* part = nullptr;
+  if (stats != nullptr) {
+    const int64_t rows = depthwise_conv2d_stats_rows(x.size(0), x.size(1), h_out, w_out, cl);
+    *stats = at::empty({2, rows, x.size(1)}, x.options().dtype(at::kFloat));
+    part = stats->mutable_data_ptr<float>();
+  }
   const cudaError_t err = launch_depthwise_conv2d(
       xc.const_data_ptr(), w32.const_data_ptr<float>(), b32.defined() ? b32.const_data_ptr<float>() : nullptr,
       y.mutable_data_ptr(), x.size(0), x.size(1), x.size(2), x.size(3), h_out, w_out, static_cast<int>(k),
-      static_cast<int>(pad), flip, cl, to_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream().stream());
+      static_cast<int>(pad), flip, cl, to_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream().stream(),
+      part);
   TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
   return y;
 }
@@ -73,6 +82,19 @@ at::Tensor depthwise_conv2d_fwd_cuda(const at::Tensor& x, const at::Tensor& weig
   }
   const at::Tensor w32 = weight.to(at::kFloat).contiguous();
   return conv(x, w32, b32, k, padding, false, x.size(2) + 2 * padding - k + 1, x.size(3) + 2 * padding - k + 1);
+}
+
+std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_stats_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                               int64_t padding) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_args(x, weight, padding);
+  const int64_t k = weight.size(2);
+  const at::Tensor w32 = weight.to(at::kFloat).contiguous();
+  at::Tensor part;
+  at::Tensor y = conv(x, w32, at::Tensor(), k, padding, false, x.size(2) + 2 * padding - k + 1,
+                      x.size(3) + 2 * padding - k + 1, &part);
+  // fixed-order sum of the per-block partials (no atomics): deterministic channel statistics
+  return {y, at::sum(part, {1}, false, at::kDouble)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_bwd_cuda(const at::Tensor& grad,
@@ -114,6 +136,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_bwd_cuda(const a
 
 TORCH_LIBRARY_IMPL(rsn_fast, CUDA, m) {
   m.impl("depthwise_conv2d_fwd_cuda", &depthwise_conv2d_fwd_cuda);
+  m.impl("depthwise_conv2d_stats_cuda", &depthwise_conv2d_stats_cuda);
   m.impl("depthwise_conv2d_bwd_cuda", &depthwise_conv2d_bwd_cuda);
 }
 #endif

@@ -29,6 +29,13 @@ __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Sum over a warp with a fixed butterfly pattern (deterministic: same inputs, same order, same result).
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // ---- NCHW forward: one (n, c) plane tile of kTileH x kTileW outputs per block, input halo in shared memory ----
 constexpr int kTileW = 32, kTileH = 16, kRowsPerThread = 2;  // block (32, 8), each thread 2 rows
 constexpr int kHaloW = kTileW + kMaxK - 1, kHaloH = kTileH + kMaxK - 1;
@@ -39,8 +46,10 @@ __global__ void __launch_bounds__(256) dw_conv_nchw_kernel(
     const float* __restrict__ w,  // (C, K, K)
     const float* __restrict__ b,  // (C,) or null
     T* __restrict__ y,            // (N, C, H_out, W_out) dense
+    float* __restrict__ stats,    // null, or float32 (2, P, C): per-block sum and sum of squares of y
     int C, int H_in, int W_in, int H_out, int W_out, int K, int pad, bool flip) {
   __shared__ float xs[kHaloH * kHaloW];
+  __shared__ float red[2][8];
   __shared__ float ws[kMaxK * kMaxK];
   const int64_t plane = blockIdx.x;  // n * C + c (grid x: up to 2^31 - 1 planes)
   const int c = static_cast<int>(plane % C);
@@ -74,10 +83,38 @@ __global__ void __launch_bounds__(256) dw_conv_nchw_kernel(
     }
   }
   T* yp = y + plane * H_out * W_out;
+  float s = 0.f, s2 = 0.f;
 #pragma unroll
   for (int r = 0; r < kRowsPerThread; ++r) {
     const int oh = oh0 + threadIdx.y + r * 8, ow = ow0 + tx;
-    if (oh < H_out && ow < W_out) yp[oh * W_out + ow] = from_f<T>(acc[r]);
+    if (oh < H_out && ow < W_out) {
+      const T v = from_f<T>(acc[r]);
+      yp[oh * W_out + ow] = v;
+      const float f = to_f(v);  // statistics of the stored (rounded) values, as BatchNorm sees them
+      s += f;
+      s2 += f * f;
+    }
+  }
+  if (stats != nullptr) {  // uniform over the block
+    s = warp_sum(s);
+    s2 = warp_sum(s2);
+    if (tx == 0) {
+      red[0][threadIdx.y] = s;
+      red[1][threadIdx.y] = s2;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      float a = 0.f, b = 0.f;
+      for (int q = 0; q < 8; ++q) {
+        a += red[0][q];
+        b += red[1][q];
+      }
+      const int64_t n = plane / C;
+      const int64_t rows = static_cast<int64_t>(gridDim.x / C) * gridDim.y * gridDim.z;  // P
+      const int64_t row = (n * gridDim.y + blockIdx.y) * gridDim.z + blockIdx.z;
+      stats[row * C + c] = a;
+      stats[(rows + row) * C + c] = b;
+    }
   }
 }
 
@@ -90,39 +127,69 @@ __global__ void __launch_bounds__(256) dw_conv_nhwc_kernel(
     const float* __restrict__ w,  // (C, K, K)
     const float* __restrict__ b,  // (C,) or null
     T* __restrict__ y,            // (N, H_out, W_out, C) dense
-    int C, int H_in, int W_in, int H_out, int W_out, int K, int pad, bool flip) {
+    float* __restrict__ stats,    // null, or float32 (2, P, C): per-block sum and sum of squares of y
+    int C, int H_in, int W_in, int H_out, int W_out, int K, int pad, bool flip, int rows_per_block) {
+  __shared__ float red[2][8][32];
   const int c = blockIdx.y * 32 + threadIdx.x;
   const int ow0 = (blockIdx.z * 8 + threadIdx.y) * kStrip;
-  const int64_t nh = blockIdx.x;  // n * H_out + oh (grid x: up to 2^31 - 1)
-  const int oh = static_cast<int>(nh % H_out);
-  const int64_t n = nh / H_out;
-  if (c >= C || ow0 >= W_out) return;
-  const float* wc = w + static_cast<int64_t>(c) * K * K;
-  float acc[kStrip];
-  const float bias = b ? b[c] : 0.f;
+  const int row_blocks = (H_out + rows_per_block - 1) / rows_per_block;
+  const int64_t nh = blockIdx.x;  // n * row_blocks + row block (grid x: up to 2^31 - 1)
+  const int64_t n = nh / row_blocks;
+  const int oh_begin = static_cast<int>(nh % row_blocks) * rows_per_block;
+  const int oh_end = min(oh_begin + rows_per_block, H_out);
+  const bool active = c < C && ow0 < W_out;
+  float sum = 0.f, sum2 = 0.f;
+  for (int oh = oh_begin; active && oh < oh_end; ++oh) {
+    const float* wc = w + static_cast<int64_t>(c) * K * K;
+    float acc[kStrip];
+    const float bias = b ? b[c] : 0.f;
 #pragma unroll
-  for (int s = 0; s < kStrip; ++s) acc[s] = bias;
-  for (int i = 0; i < K; ++i) {
-    const int ih = oh + i - pad;
-    if (ih < 0 || ih >= H_in) continue;
-    const T* xrow = x + ((n * H_in + ih) * W_in) * C + c;
-    const int wi = flip ? (K - 1 - i) : i;
-    // input column q feeds output s through tap j = q - s (sliding window: each x value is loaded once)
-    for (int q = 0; q < K + kStrip - 1; ++q) {
-      const int iw = ow0 - pad + q;
-      if (iw < 0 || iw >= W_in) continue;
-      const float xv = to_f(xrow[static_cast<int64_t>(iw) * C]);
+    for (int s = 0; s < kStrip; ++s) acc[s] = bias;
+    for (int i = 0; i < K; ++i) {
+      const int ih = oh + i - pad;
+      if (ih < 0 || ih >= H_in) continue;
+      const T* xrow = x + ((n * H_in + ih) * W_in) * C + c;
+      const int wi = flip ? (K - 1 - i) : i;
+      // input column q feeds output s through tap j = q - s (sliding window: each x value is loaded once)
+      for (int q = 0; q < K + kStrip - 1; ++q) {
+        const int iw = ow0 - pad + q;
+        if (iw < 0 || iw >= W_in) continue;
+        const float xv = to_f(xrow[static_cast<int64_t>(iw) * C]);
 #pragma unroll
-      for (int s = 0; s < kStrip; ++s) {
-        const int j = q - s;
-        if (j >= 0 && j < K) acc[s] = fmaf(xv, __ldg(wc + wi * K + (flip ? K - 1 - j : j)), acc[s]);
+        for (int s = 0; s < kStrip; ++s) {
+          const int j = q - s;
+          if (j >= 0 && j < K) acc[s] = fmaf(xv, __ldg(wc + wi * K + (flip ? K - 1 - j : j)), acc[s]);
+        }
+      }
+    }
+    T* yrow = y + ((n * H_out + oh) * W_out) * C + c;
+#pragma unroll
+    for (int s = 0; s < kStrip; ++s) {
+      if (ow0 + s < W_out) {
+        const T v = from_f<T>(acc[s]);
+        yrow[static_cast<int64_t>(ow0 + s) * C] = v;
+        const float f = to_f(v);  // statistics of the stored (rounded) values, as BatchNorm sees them
+        sum += f;
+        sum2 += f * f;
       }
     }
   }
-  T* yrow = y + ((n * H_out + oh) * W_out) * C + c;
-#pragma unroll
-  for (int s = 0; s < kStrip; ++s)
-    if (ow0 + s < W_out) yrow[static_cast<int64_t>(ow0 + s) * C] = from_f<T>(acc[s]);
+  if (stats != nullptr) {  // uniform over the block; threads past C or W_out contribute zeros
+    red[0][threadIdx.y][threadIdx.x] = sum;
+    red[1][threadIdx.y][threadIdx.x] = sum2;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+      float a = 0.f, b2 = 0.f;
+      for (int q = 0; q < 8; ++q) {
+        a += red[0][q][threadIdx.x];
+        b2 += red[1][q][threadIdx.x];
+      }
+      const int64_t rows = static_cast<int64_t>(gridDim.x) * gridDim.z;  // P
+      const int64_t row = nh * gridDim.z + blockIdx.z;
+      stats[row * C + c] = a;
+      stats[(rows + row) * C + c] = b2;
+    }
+  }
 }
 
 // ---- NCHW weight gradient: block (c, chunk); loops over the chunk's (n, tile) items with g and x in smem ----
@@ -197,26 +264,36 @@ __global__ void __launch_bounds__(kWgThreads) dw_wgrad_nchw_kernel(
   }
 }
 
+// Rows of output per NHWC block: one without statistics; eight with them, so there are 8x fewer partial sums.
+int nhwc_rows_per_block(bool stats) { return stats ? 8 : 1; }
+
+dim3 conv_grid(int64_t n, int64_t c, int64_t h_out, int64_t w_out, bool channels_last, bool stats) {
+  if (channels_last) {
+    const int64_t r = nhwc_rows_per_block(stats);
+    return dim3(static_cast<unsigned>(n * ((h_out + r - 1) / r)), static_cast<unsigned>((c + 31) / 32),
+                static_cast<unsigned>((w_out + 8 * kStrip - 1) / (8 * kStrip)));
+  }
+  return dim3(static_cast<unsigned>(n * c), static_cast<unsigned>((h_out + kTileH - 1) / kTileH),
+              static_cast<unsigned>((w_out + kTileW - 1) / kTileW));
+}
+
 template <typename T>
-cudaError_t conv_typed(const void* x, const float* w, const float* b, void* y, int64_t n, int64_t c, int64_t h_in,
-                       int64_t w_in, int64_t h_out, int64_t w_out, int k, int pad, bool flip, bool channels_last,
-                       cudaStream_t stream) {
+cudaError_t conv_typed(const void* x, const float* w, const float* b, void* y, float* stats, int64_t n, int64_t c,
+                       int64_t h_in, int64_t w_in, int64_t h_out, int64_t w_out, int k, int pad, bool flip,
+                       bool channels_last, cudaStream_t stream) {
   const T* xt = static_cast<const T*>(x);
   T* yt = static_cast<T*>(y);
+  const dim3 block(32, 8);
+  const dim3 grid = conv_grid(n, c, h_out, w_out, channels_last, stats != nullptr);
   if (channels_last) {
-    const dim3 block(32, 8);
-    const dim3 grid(static_cast<unsigned>(n * h_out), static_cast<unsigned>((c + 31) / 32),
-                    static_cast<unsigned>((w_out + 8 * kStrip - 1) / (8 * kStrip)));
-    dw_conv_nhwc_kernel<T><<<grid, block, 0, stream>>>(xt, w, b, yt, static_cast<int>(c), static_cast<int>(h_in),
-                                                       static_cast<int>(w_in), static_cast<int>(h_out),
-                                                       static_cast<int>(w_out), k, pad, flip);
+    dw_conv_nhwc_kernel<T><<<grid, block, 0, stream>>>(
+        xt, w, b, yt, stats, static_cast<int>(c), static_cast<int>(h_in), static_cast<int>(w_in),
+        static_cast<int>(h_out), static_cast<int>(w_out), k, pad, flip, nhwc_rows_per_block(stats != nullptr));
   } else {
-    const dim3 block(32, 8);
-    const dim3 grid(static_cast<unsigned>(n * c), static_cast<unsigned>((h_out + kTileH - 1) / kTileH),
-                    static_cast<unsigned>((w_out + kTileW - 1) / kTileW));
-    dw_conv_nchw_kernel<T><<<grid, block, 0, stream>>>(xt, w, b, yt, static_cast<int>(c), static_cast<int>(h_in),
-                                                       static_cast<int>(w_in), static_cast<int>(h_out),
-                                                       static_cast<int>(w_out), k, pad, flip);
+    dw_conv_nchw_kernel<T><<<grid, block, 0, stream>>>(xt, w, b, yt, stats, static_cast<int>(c),
+                                                       static_cast<int>(h_in), static_cast<int>(w_in),
+                                                       static_cast<int>(h_out), static_cast<int>(w_out), k, pad,
+                                                       flip);
   }
   return cudaGetLastError();
 }
@@ -235,18 +312,25 @@ cudaError_t wgrad_typed(const void* g, const void* x, float* part, int chunks, i
 
 cudaError_t launch_depthwise_conv2d(const void* x, const float* w, const float* b, void* y, int64_t n, int64_t c,
                                     int64_t h_in, int64_t w_in, int64_t h_out, int64_t w_out, int k, int pad,
-                                    bool flip, bool channels_last, DType dtype, cudaStream_t stream) {
+                                    bool flip, bool channels_last, DType dtype, cudaStream_t stream, float* stats) {
   if (k < 1 || k > kMaxK) return cudaErrorInvalidValue;
   switch (dtype) {
     case DType::kFloat32:
-      return conv_typed<float>(x, w, b, y, n, c, h_in, w_in, h_out, w_out, k, pad, flip, channels_last, stream);
+      return conv_typed<float>(x, w, b, y, stats, n, c, h_in, w_in, h_out, w_out, k, pad, flip, channels_last,
+                               stream);
     case DType::kFloat16:
-      return conv_typed<__half>(x, w, b, y, n, c, h_in, w_in, h_out, w_out, k, pad, flip, channels_last, stream);
+      return conv_typed<__half>(x, w, b, y, stats, n, c, h_in, w_in, h_out, w_out, k, pad, flip, channels_last,
+                                stream);
     case DType::kBFloat16:
-      return conv_typed<__nv_bfloat16>(x, w, b, y, n, c, h_in, w_in, h_out, w_out, k, pad, flip, channels_last,
-                                       stream);
+      return conv_typed<__nv_bfloat16>(x, w, b, y, stats, n, c, h_in, w_in, h_out, w_out, k, pad, flip,
+                                       channels_last, stream);
   }
   return cudaErrorInvalidValue;
+}
+
+int64_t depthwise_conv2d_stats_rows(int64_t n, int64_t c, int64_t h_out, int64_t w_out, bool channels_last) {
+  const dim3 g = conv_grid(n, c, h_out, w_out, channels_last, true);
+  return channels_last ? static_cast<int64_t>(g.x) * g.z : static_cast<int64_t>(g.x / c) * g.y * g.z;
 }
 
 int depthwise_conv2d_wgrad_chunks(int64_t n, int64_t c, int64_t h_out, int64_t w_out) {

@@ -243,3 +243,26 @@ def test_dispatch_errors_list_reasons():
     with pytest.raises(BackendError, match="unknown backend"):
         depthwise_conv2d(x, w, backend="nope")
     assert DISPATCHER.choose(x, w, None, 1).name == ("triton" if TRITON_INTERPRET else "reference")
+
+
+@pytest.mark.skipif(not CUDA_EXT, reason="needs a CUDA GPU and rsn_fast._C built with CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_cuda_conv_with_channel_statistics(dtype, channels_last):
+    """The statistics epilogue (used by the fused PRM gate): y equals the plain kernel's, and the per-channel sum
+    and sum of squares equal those of y, deterministically (fixed-order reduction of per-block partials)."""
+    from rsn_fast.ops.depthwise_conv2d import cuda as dw_cuda
+
+    for shape in ((3, 17, 63, 47), (2, 40, 20, 9)):
+        x, w, _ = _inputs(shape, 9, False, dtype, "cuda", channels_last)
+        y, sums = dw_cuda.conv(x, w, None, 4, stats=True)
+        y_plain, none = dw_cuda.conv(x, w, None, 4)
+        assert none is None and sums.dtype == torch.float64 and sums.shape == (2, shape[1])
+        assert torch.equal(y, y_plain)
+        assert y.is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+        yd = y.double()
+        torch.testing.assert_close(sums[0], yd.sum((0, 2, 3)), rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(sums[1], (yd * yd).sum((0, 2, 3)), rtol=1e-5, atol=1e-3)
+        assert torch.equal(sums, dw_cuda.conv(x, w, None, 4, stats=True)[1])

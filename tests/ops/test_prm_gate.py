@@ -1,5 +1,6 @@
-"""PRM spatial gate: reference vs nn-module composition, Triton vs reference (output, every gradient, running
-statistics), training and eval, dtypes, layouts, poisoned outputs, bad inputs, opcheck and torch.compile."""
+"""PRM spatial gate: reference vs nn-module composition, Triton and CUDA vs reference (output, every gradient,
+running statistics), training and eval, dtypes, layouts, determinism, poisoned outputs, bad inputs, opcheck and
+torch.compile."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.tolerances import assert_within_torch_error
 GPU_TRITON = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
 CUDA_EXT = torch.cuda.is_available() and _ext.extension_has_cuda()
 TRITON_DEVICE = "cpu" if TRITON_INTERPRET else "cuda"
+needs_cuda = pytest.mark.skipif(not CUDA_EXT, reason="needs a CUDA GPU and rsn_fast._C built with CUDA")
 needs_triton = pytest.mark.skipif(
     not (TRITON_INTERPRET or GPU_TRITON), reason="Triton needs a GPU with cc >= 8.0 or TRITON_INTERPRET=1"
 )
@@ -155,16 +157,76 @@ def test_triton_matches_reference(training, dtype, channels_last):
         _compare(shape, k, dtype, channels_last, training)
 
 
-@pytest.mark.skipif(not CUDA_EXT, reason="no CUDA GPU or rsn_fast._C built without CUDA")
+@needs_cuda
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
-def test_cuda_composite_matches_reference(training, dtype, channels_last):
-    for shape in ((3, 256, 64, 48), (3, 17, 63, 47), (1, 26, 96, 72)):
+def test_cuda_matches_reference(training, dtype, channels_last):
+    cases = [(3, 256, 64, 48), (3, 17, 63, 47), (3, 26, 96, 72)] + ([] if training else [(1, 17, 64, 48)])
+    for shape in cases:
         _compare(shape, 9, dtype, channels_last, training, device="cuda", backend="cuda")
+    # stride-0 upstream gradient (y.sum()), a partial last tile (H*W = 195) and a small kernel
     _compare(
-        (2, 17, 15, 13), 9, dtype, channels_last, training, upstream="sum", device="cuda", backend="cuda"
+        (2, 17, 15, 13), 5, dtype, channels_last, training, upstream="sum", device="cuda", backend="cuda"
     )
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_cuda_eval_one_kernel_no_grad_and_mixed_layouts(channels_last):
+    acts, params, bufs = make_inputs(1, 17, 63, 47, k=9, device="cuda", channels_last=channels_last)
+    with torch.no_grad():
+        out = prm_spatial_gate(**acts, **params, **bufs, training=False, backend="cuda")
+        ref = prm_spatial_gate(**acts, **params, **bufs, training=False, backend="reference")
+        assert out.is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        # u in the other layout than o1: the kernels bring it to o1's
+        other = torch.contiguous_format if channels_last else torch.channels_last
+        mixed = dict(acts, u=acts["u"].contiguous(memory_format=other))
+        out2 = prm_spatial_gate(**mixed, **params, **bufs, training=False, backend="cuda")
+        torch.testing.assert_close(out2, ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_cuda_is_deterministic(channels_last):
+    """Per-block partials summed in a fixed order: two runs give bitwise equal outputs, gradients and stats."""
+    acts, params, bufs = make_inputs(
+        3, 26, 64, 48, dtype=torch.bfloat16, device="cuda", channels_last=channels_last
+    )
+    grad = torch.randn(3, 26, 64, 48, device="cuda")
+    first = run(acts, params, bufs, True, "cuda", grad=grad)
+    second = run(acts, params, bufs, True, "cuda", grad=grad)
+    assert torch.equal(first[0], second[0])
+    for name in first[1]:
+        assert torch.equal(first[1][name], second[1][name]), name
+    for name in BUFS:
+        assert torch.equal(first[2][name], second[2][name]), name
+
+
+@needs_cuda
+def test_cuda_kernel_bad_inputs_name_the_argument():
+    ops = torch.ops.rsn_fast
+    z = torch.randn(2, 5, 6, 7, device="cuda")
+    with pytest.raises(ValueError, match="'scale_shift'"):
+        ops.prm_gate_pointwise_cuda(z, torch.randn(2, 4, device="cuda"), torch.randn(5, device="cuda"))
+    with pytest.raises(ValueError, match="'pw' must be float32"):
+        ops.prm_gate_pointwise_cuda(z, torch.randn(2, 5, device="cuda"), torch.randn(5, device="cuda").half())
+    with pytest.raises(ValueError, match="'z' must have 4 dimensions"):
+        ops.prm_gate_bn_d_bwd_cuda(
+            z[0], torch.randn(2, 42, device="cuda"), torch.randn(6, 5, device="cuda"), z[0, 0, 0, :5]
+        )
+    with pytest.raises(ValueError, match="'o2'"):
+        ops.prm_gate_gate_cuda(
+            torch.randn(2, 42, device="cuda"), torch.randn(2, device="cuda"), z, z[:, :3, :1, :1]
+        )
+    with pytest.raises(ValueError, match="'grad'"):
+        ops.prm_gate_gate_bwd_cuda(
+            z.half(), z, torch.rand(2, 5, 1, 1, device="cuda"), torch.randn(2, 42, device="cuda"),
+            torch.randn(4, device="cuda"),
+        )  # fmt: skip
 
 
 @needs_triton

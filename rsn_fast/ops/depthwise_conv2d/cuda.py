@@ -8,11 +8,29 @@ from rsn_fast import _ext
 
 FWD_OP = "depthwise_conv2d_fwd_cuda"
 BWD_OP = "depthwise_conv2d_bwd_cuda"
+STATS_OP = "depthwise_conv2d_stats_cuda"
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
     _ext.require_extension()
     return torch.ops.rsn_fast.depthwise_conv2d_fwd_cuda(x, weight, bias, padding)
+
+
+def conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding: int,
+    stats: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(y, float64 (2, C) [sum, sum of squares] of y or None): the interface of the Triton launcher ``conv``."""
+    _ext.require_extension()
+    if not stats:
+        return torch.ops.rsn_fast.depthwise_conv2d_fwd_cuda(x, weight, bias, padding), None
+    if bias is not None:
+        raise ValueError("depthwise_conv2d: the CUDA statistics kernel takes no bias")
+    y, sums = torch.ops.rsn_fast.depthwise_conv2d_stats_cuda(x, weight, padding)
+    return y, sums
 
 
 def backward(

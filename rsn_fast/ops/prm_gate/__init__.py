@@ -1,11 +1,13 @@
 """Fused PRM spatial gate: out = o1 ⊙ (1 + o2 ⊙ sigmoid(ReLU(BN_p(pw(ReLU(BN_d(dw(u))))))))  (reference.py).
 
 Public function :func:`prm_spatial_gate`. Backends: ``reference`` (torch, anywhere), ``triton`` (fused phases,
-forward and backward; CUDA cc >= 8.0 or CPU under TRITON_INTERPRET=1), ``cuda`` (for now a composite: the
-reference composition with our CUDA depthwise kernels, so Volta gets the fast depthwise weight gradient; the
-fused CUDA gate kernels are still to be written). Automatic order: triton, cuda, reference.
-The Triton path is the op ``torch.ops.rsn_fast.prm_gate_fwd`` (fake + autograd registered); running statistics
-are updated outside it with plain torch ops, exactly as nn.BatchNorm2d does.
+forward and backward; CUDA cc >= 8.0 or CPU under TRITON_INTERPRET=1), ``cuda`` (the same phases as CUDA kernels
+from csrc/prm_gate and csrc/depthwise_conv2d; any GPU the extension was built for, Volta included).
+Automatic order: triton, cuda, reference (Triton first until the GPU benchmarks say which fused path is faster;
+Volta/Turing, where Triton cannot run, get the CUDA kernels).
+Both fused paths are the op ``torch.ops.rsn_fast.prm_gate_fwd`` (fake + autograd registered) over the phase
+orchestration in fused.py; running statistics are updated outside it with plain torch ops, exactly as
+nn.BatchNorm2d does.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from rsn_fast.ops._dispatch import Backend, Dispatcher, cuda_reasons, register, triton_reasons
+from rsn_fast.ops.prm_gate import cuda as _cuda
 from rsn_fast.ops.prm_gate import fused as _fused
 from rsn_fast.ops.prm_gate import reference as _reference
 
@@ -74,16 +77,10 @@ def _triton_reasons(o1, o2, u, *args, **kwargs) -> list[str]:
 
 
 def _cuda_reasons(o1, o2, u, *args, **kwargs) -> list[str]:
-    why = cuda_reasons([o1, o2, u], "depthwise_conv2d_fwd_cuda")
+    why = cuda_reasons([o1, o2, u], _cuda.PROBE_OP)
     if u.dtype not in DTYPES:
         why.append(f"dtype {u.dtype} not supported")
     return why
-
-
-def _cuda_depthwise(u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    from rsn_fast.ops.depthwise_conv2d import depthwise_conv2d
-
-    return depthwise_conv2d(u, w, None, w.shape[-1] // 2, backend="cuda")
 
 
 DISPATCHER = register(
@@ -94,7 +91,7 @@ DISPATCHER = register(
             Backend("triton", None, _triton_reasons),
             Backend("reference", _reference.prm_spatial_gate, lambda *a, **k: []),
         ],
-        # the fused Triton path first: the composite CUDA path only speeds up the depthwise convolution
+        # Triton first: its fused path is the one measured so far; revisit when the GPU benchmarks compare both
         auto_order=("triton", "cuda", "reference"),
     ),
     lambda device: (
@@ -262,7 +259,7 @@ def prm_spatial_gate(
         pw_weight: (1, C, 1, 1) pointwise weight (no bias). bn_p_*: (1,) its BatchNorm.
         training: batch statistics (and in-place running-stat updates, momentum like nn.BatchNorm2d) if True.
         momentum, eps: the BatchNorm settings (both BatchNorms share them, as MMPose's ConvModules do).
-        backend: "triton" or "reference"; default: RSN_FAST_BACKEND, then the first that can run.
+        backend: "cuda", "triton" or "reference"; default: RSN_FAST_BACKEND, then the first that can run.
 
     o2, dw_weight and pw_weight are cast to u's dtype when they differ (float32 weights under autocast); the
     BatchNorm parameters and buffers stay as they are (float32 in practice) and are used in float32.
@@ -298,8 +295,6 @@ def prm_spatial_gate(
     name = DISPATCHER.choose(*args[:3], backend=backend).name
     if name == "reference":
         return _reference.prm_spatial_gate(*args, training, momentum, eps)
-    if name == "cuda":  # composite: our CUDA depthwise kernels inside the torch composition (see module doc)
-        return _reference.prm_spatial_gate(*args, training, momentum, eps, depthwise=_cuda_depthwise)
     fix = [t if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last) else t.contiguous()
            for t in args[:3]]  # fmt: skip
     args = (*fix, *args[3:])

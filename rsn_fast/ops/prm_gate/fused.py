@@ -1,4 +1,4 @@
-"""Phase orchestration of the fused PRM spatial gate over a kernel module (Triton today).
+"""Phase orchestration of the fused PRM spatial gate over a kernel module (triton.py or cuda.py, same interface).
 
 The heavy passes are kernels; what runs in torch here touches only (C,)-sized vectors or the (N, H*W)
 single-channel maps, 1/C of a feature map. Saved for backward: z (the depthwise output, input dtype), p (the
@@ -13,13 +13,16 @@ import torch
 
 
 def _kernels(backend: str):
-    if backend == "triton":
-        return importlib.import_module("rsn_fast.ops.prm_gate.triton")
+    if backend in ("triton", "cuda"):
+        return importlib.import_module(f"rsn_fast.ops.prm_gate.{backend}")
     raise ValueError(f"prm_spatial_gate: no fused kernels for backend {backend!r}")
 
 
 def _dw(backend: str):
-    return importlib.import_module("rsn_fast.ops.depthwise_conv2d.triton")
+    """The depthwise launchers of the same backend: ``conv(x, w, None, pad, stats=)`` and ``backward``."""
+    if backend in ("triton", "cuda"):
+        return importlib.import_module(f"rsn_fast.ops.depthwise_conv2d.{backend}")
+    raise ValueError(f"prm_spatial_gate: no depthwise kernels for backend {backend!r}")
 
 
 def _fold(weight, bias, mean, rstd):

@@ -49,7 +49,7 @@ def main() -> None:
     env = environment(dev)
     copy_gbs = copy_bandwidth_gbs(dev)
     print(
-        f"# {env['GPU']}, torch {env['torch']}, CPU threads {torch.get_num_threads()}; copy {copy_gbs:.0f} GB/s"
+        f"# {env['GPU']}, torch {env['torch']}, CPU threads {torch.get_num_threads()}; copy bandwidth {copy_gbs:.0f} GB/s"
     )
     rng = np.random.default_rng(0)
     n, k = args.batch, 17

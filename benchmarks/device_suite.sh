@@ -13,7 +13,7 @@ T0=$(date +%s)
 stamp() { echo "[suite $(( $(date +%s) - T0 ))s] $*"; }
 
 TESTS=(tests/ops tests/nn)
-BENCHES=(benchmarks.bench_depthwise benchmarks.bench_prm)
+BENCHES=(benchmarks.bench_depthwise benchmarks.bench_prm benchmarks.bench_decode benchmarks.bench_targets)
 
 stamp "GPU: $(nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null | head -1)"
 $PY - <<'PYEOF' 2>&1 | tee "$LOGS/env.txt"
@@ -63,7 +63,7 @@ echo
 stamp "summary (ms median; x eager = speed-up over eager PyTorch)"
 for b in "${BENCHES[@]}"; do
   grep -E "^# .*copy bandwidth" "$LOGS/$b.log" | head -1
-  grep -E "^\| " "$LOGS/$b.log" | grep -E "op \| provider|---|fwd\+bwd|eval" | head -24
+  grep -E "^\| " "$LOGS/$b.log" | grep -E "op \| provider|---|fwd\+bwd|eval|decode_|_targets" | head -24
 done
 stamp "tests: $(tail -1 "$LOGS/tests.log")"
 stamp "done"

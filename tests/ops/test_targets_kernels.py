@@ -18,7 +18,7 @@ from rsn_fast.ops.gaussian_targets import (
     gaussian_targets_reference,
 )
 from rsn_fast.ops.megvii_targets import megvii_targets_cv2_loop, megvii_targets_reference
-from tests.conftest import requires_cuda
+from tests.conftest import TRITON_INTERPRET, requires_cuda
 
 HAS_OPS = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "megvii_targets")
 requires_ops = pytest.mark.skipif(not HAS_OPS, reason="rsn_fast._C is not built with the target ops")
@@ -120,3 +120,20 @@ def test_cuda_targets_match_cpu():
     torch.testing.assert_close(
         got, gaussian_targets(kp, wt, (48, 64), 2.0, backend="cpp"), rtol=0, atol=GAUSS_ATOL
     )
+
+
+@pytest.mark.skipif(
+    not TRITON_INTERPRET and not torch.cuda.is_available(), reason="Triton needs a GPU or TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize("normalize", ["global_max", "center"])
+def test_megvii_triton_equals_reference(normalize):
+    rng = np.random.default_rng()
+    dev = "cpu" if TRITON_INTERPRET else "cuda"
+    if dev == "cuda" and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("Triton needs compute capability >= 8.0")
+    for size, kernels in [((48, 64), [11, 9, 7, 5]), ((7, 5), [11, 5, 3])]:
+        kp, wt = _keypoints(rng, 2, 17, *size)
+        kp, wt = torch.from_numpy(kp).to(dev), torch.from_numpy(wt).to(dev)
+        got = megvii_targets(kp, wt, size, kernels, normalize, backend="triton").cpu()
+        want = megvii_targets_reference(kp.cpu(), wt.cpu(), size, kernels, normalize)
+        torch.testing.assert_close(got, want, rtol=0, atol=TARGET_ATOL)

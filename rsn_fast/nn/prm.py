@@ -14,12 +14,20 @@ Three variants (RSN_SPEC sections 9 and 16.1/16.8):
 
 All variants compute ``out = o1 * (1 + o2 * o3)`` with ``o1`` the 3x3 conv + BN + ReLU of the input, ``o2`` the
 channel weights (N, C, 1, 1) and ``o3`` the sigmoid spatial map ((N, 1, H, W) or (N, C, H, W)).
+
+``paper`` / ``mmpose`` run their spatial gate (depthwise 9x9 + BN + ReLU, pointwise C->1 + BN + ReLU, sigmoid,
+combination) as the fused op :func:`rsn_fast.ops.prm_gate.prm_spatial_gate` whenever the module keeps the
+conventions the op assumes (see ``_fused_gate_bns``); otherwise, and for ``official``, the eager modules run.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
+
+from rsn_fast.ops.prm_gate import prm_spatial_gate
 
 __all__ = ["ConvModule", "PoseRefineMachine", "PRM_VARIANTS"]
 
@@ -86,11 +94,16 @@ class PoseRefineMachine(nn.Module):
         channels: C, the channels of the input and output (256 for ``paper``, K for ``mmpose`` / ``official``).
         variant: ``"paper"`` | ``"mmpose"`` (MMPose module, spec 9.2) or ``"official"`` (spec 9.1).
         kernel_size: the depthwise kernel of the spatial path (9 in all sources).
+        backend: backend of the fused spatial gate (``paper`` / ``mmpose``): "cuda", "triton", "reference" or
+            None (``RSN_FAST_BACKEND``, then automatic: the fused kernels on a GPU; on the CPU the reference,
+            never the Triton interpreter unless asked for). The attribute may be changed after construction.
 
     Shapes: (N, C, H, W) -> (N, C, H, W). In training mode the channel path's BatchNorm needs N > 1.
     """
 
-    def __init__(self, channels: int, variant: str = "paper", kernel_size: int = 9) -> None:
+    def __init__(
+        self, channels: int, variant: str = "paper", kernel_size: int = 9, backend: str | None = None
+    ) -> None:
         super().__init__()
         if variant not in PRM_VARIANTS:
             raise ValueError(f"PRM variant must be one of {PRM_VARIANTS}, got {variant!r}")
@@ -98,6 +111,7 @@ class PoseRefineMachine(nn.Module):
             raise ValueError(f"PRM channels must be >= 1, got {channels}")
         self.channels = channels
         self.variant = variant
+        self.backend = backend
         c = channels
         self.conv_bn_relu_prm_1 = ConvModule(c, c, 3, padding=1)
         if variant == "official":
@@ -137,6 +151,48 @@ class PoseRefineMachine(nn.Module):
             return self.conv_bn_relu_prm_3_1(o1)
         return self.bottom_path[0](o1)
 
+    def _fused_gate_bns(
+        self, o1: torch.Tensor, u: torch.Tensor
+    ) -> tuple[nn.BatchNorm2d, nn.BatchNorm2d] | None:
+        """(BN_d, BN_p) when the fused op computes exactly what the eager spatial path does, else None.
+
+        The op assumes: no conv biases, a stride-1 odd k x k depthwise conv with padding k // 2, ReLU after both
+        BatchNorms and a sigmoid, affine BatchNorms tracking running stats with equal float momentum and eps and
+        the same mode, and o1 in u's dtype. Only module attributes are read, so torch.compile guards on them.
+        """
+        if self.variant == "official":
+            return None
+        dw, pw = self.bottom_path[1].depthwise_conv, self.bottom_path[1].pointwise_conv
+        bn_d, bn_p = dw.bn, pw.bn
+        k = dw.conv.kernel_size[0]
+        if (
+            dw.conv.bias is not None
+            or pw.conv.bias is not None
+            or not (dw.with_relu and pw.with_relu and isinstance(self.bottom_path[2], nn.Sigmoid))
+            or dw.conv.kernel_size != (k, k)
+            or k % 2 == 0
+            or not 3 <= k <= 31
+            or dw.conv.padding != (k // 2, k // 2)
+            or dw.conv.stride != (1, 1)
+            or dw.conv.dilation != (1, 1)
+            or dw.conv.padding_mode != "zeros"
+            or o1.dtype != u.dtype
+        ):
+            return None
+        for bn in (bn_d, bn_p):
+            if not (bn.affine and bn.track_running_stats and isinstance(bn.momentum, float)):
+                return None
+        if bn_d.momentum != bn_p.momentum or bn_d.eps != bn_p.eps or bn_d.training != bn_p.training:
+            return None
+        return bn_d, bn_p
+
+    def _fused_backend(self, u: torch.Tensor) -> str | None:
+        if self.backend is None and u.device.type == "cpu":
+            # the automatic choice would be the Triton interpreter under TRITON_INTERPRET=1: far too slow for a
+            # model; the reference is the same math as the eager modules
+            return os.environ.get("RSN_FAST_BACKEND") or "reference"
+        return self.backend
+
     def _spatial_gate(self, o1: torch.Tensor, o2: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """out = o1 * (1 + o2 * sigmoid(spatial(u))): the part worth fusing (depthwise 9x9 at full resolution).
 
@@ -148,6 +204,23 @@ class PoseRefineMachine(nn.Module):
             o2: (N, C, 1, 1) channel weights.
             u: (N, C, H, W) output of ``spatial_input``.
         """
+        bns = self._fused_gate_bns(o1, u)
+        if bns is not None:
+            bn_d, bn_p = bns
+            sep = self.bottom_path[1]
+            out = prm_spatial_gate(
+                o1, o2, u,
+                sep.depthwise_conv.conv.weight, bn_d.weight, bn_d.bias, bn_d.running_mean, bn_d.running_var,
+                sep.pointwise_conv.conv.weight, bn_p.weight, bn_p.bias, bn_p.running_mean, bn_p.running_var,
+                training=bn_d.training, momentum=bn_d.momentum, eps=bn_d.eps, backend=self._fused_backend(u),
+            )  # fmt: skip
+            if bn_d.training:
+                # the op updates the running statistics; the batch counter is the module's (as in BatchNorm2d)
+                with torch.no_grad():
+                    for bn in bns:
+                        if bn.num_batches_tracked is not None:
+                            bn.num_batches_tracked.add_(1)
+            return out
         if self.variant == "official":
             o3 = torch.sigmoid(self.conv_bn_relu_prm_3_2(u))
         else:
@@ -159,4 +232,4 @@ class PoseRefineMachine(nn.Module):
         return self._spatial_gate(o1, self.channel_weights(o1), self.spatial_input(o1))
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, variant={self.variant!r}"
+        return f"channels={self.channels}, variant={self.variant!r}, backend={self.backend!r}"

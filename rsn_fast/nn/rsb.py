@@ -8,7 +8,8 @@ function, by one of these paths:
 * training (any other backend): every conv is one :func:`rsn_fast.ops.rsb.conv_bnact_stats` call: the producer's
   BN scale/shift + ReLU + the step sum are applied as the conv reads its input, the BN batch statistics are
   produced as it writes; the four branch outputs go straight into the final 1x1 conv (concat on load, no cat);
-  then one pass for BN3 + residual (+ downsample BN) + ReLU. Running statistics update as nn.BatchNorm2d does.
+  then one kernel for BN3 + residual (+ downsample BN) + ReLU (:func:`rsn_fast.ops.rsb.rsb_epilogue`, and one
+  for its backward). Running statistics update as nn.BatchNorm2d does.
   Only the raw conv outputs are stored for backward; ``recompute=False`` also stores each conv's input.
 * eval on CPU tensors: BN folded into the conv weights and a bias, ``F.conv2d`` (oneDNN adds the bias inside
   the conv), in-place ReLU and sums: the fastest CPU path we measured (benchmarks/bench_rsb.py --device cpu).
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsn_fast.nn.prm import ConvModule
-from rsn_fast.ops.rsb import conv_bnact_stats, fold_bn
+from rsn_fast.ops.rsb import conv_bnact_stats, fold_bn, rsb_epilogue
 
 __all__ = ["FusedRSB", "convert", "is_rsb_like"]
 
@@ -264,11 +265,15 @@ class FusedRSB(nn.Module):
             cat=True,
         )
         if self.downsample is not None:
-            zd, ad, bd = run(self.downsample, [x], None, None, False)
-            identity = _affine(zd, ad, bd)
+            # in eval ad, bd are None: the downsample BN is folded into its conv, bias included
+            r, ad, bd = run(self.downsample, [x], None, None, False)
         else:
-            identity = _acc(x)
-        return torch.relu(_affine(z3, a3, b3) + identity).to(dtype)
+            r, ad, bd = x, None, None
+        if a3 is None:  # eval: BN3 folded into conv_bn3
+            a3 = torch.ones(z3.shape[1], dtype=torch.float32, device=z3.device)
+            b3 = torch.zeros_like(a3)
+        # BN3 + downsample BN (or identity) + residual add + ReLU: one kernel each way
+        return rsb_epilogue(z3, a3, b3, r, ad, bd, backend=self.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "plain":
@@ -276,13 +281,6 @@ class FusedRSB(nn.Module):
         if not self.training and x.device.type == "cpu" and self.backend is None:
             return self._forward_folded_torch(x)
         return self._forward_fused(x, self.training)
-
-
-def _affine(z: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor:
-    if a is None:
-        return _acc(z)
-    c = z.shape[1]
-    return _acc(z) * a.view(1, c, 1, 1) + b.view(1, c, 1, 1)
 
 
 def _acc(t: torch.Tensor) -> torch.Tensor:

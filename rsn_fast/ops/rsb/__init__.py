@@ -9,8 +9,13 @@ Public function: :func:`conv_bnact_stats` (math in :mod:`rsn_fast.ops.rsb.refere
   convolution (``F.conv2d``) → our csrc per-channel statistics kernel.
 
 Registered as ``torch.ops.rsn_fast.rsb_conv_bnact_stats`` (custom_op + fake + autograd), so torch.compile
-traces it. The backward (all backends) folds the statistics' gradients into the conv output gradient, runs one
-convolution backward and applies the ReLU mask / affine / sum fan-out per source.
+traces it. The backward folds the statistics' gradients into the conv output gradient (one kernel), runs one
+convolution backward (torch: cuDNN on a GPU) and applies the ReLU mask / affine / sum fan-out for every source
+with the d scale / d shift reductions in one pass (one kernel): Triton kernels (triton_eltwise.py) for
+``triton``, csrc kernels for ``cuda``, torch ops for ``reference``.
+
+:func:`rsb_epilogue` (``torch.ops.rsn_fast.rsb_epilogue``): the block's final BN3 + downsample BN (or identity)
++ residual add + ReLU, one kernel forward and one backward, same three backends.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from rsn_fast.ops._dispatch import Backend, Dispatcher, cuda_reasons, register, 
 from rsn_fast.ops.rsb import reference as _reference
 from rsn_fast.ops.rsb.reference import fold_bn
 
-__all__ = ["conv_bnact_stats", "fold_bn", "DISPATCHER"]
+__all__ = ["conv_bnact_stats", "rsb_epilogue", "fold_bn", "DISPATCHER", "EPILOGUE_DISPATCHER"]
 
 OP = "rsb_conv_bnact_stats"
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -37,6 +42,21 @@ def _triton_module() -> ModuleType:
 
 def _cuda_module() -> ModuleType:
     return importlib.import_module("rsn_fast.ops.rsb.cuda")
+
+
+def _eltwise_module() -> ModuleType:
+    return importlib.import_module("rsn_fast.ops.rsb.triton_eltwise")
+
+
+def _backend_module(backend: str) -> ModuleType:
+    """Module with conv_bnact_stats_backward, epilogue_forward and epilogue_backward for ``backend``."""
+    if backend == "reference":
+        return _reference
+    if backend == "triton":
+        return _eltwise_module()
+    if backend == "cuda":
+        return _cuda_module()
+    raise ValueError(f"rsn_fast.ops.rsb: unknown backend {backend!r}")
 
 
 def _forward_impl(backend: str):
@@ -69,9 +89,14 @@ def _triton_reasons(srcs, scale, shift, weight, bias, stride, padding, *a) -> li
 
 
 def _cuda_reasons(srcs, scale, shift, weight, bias, stride, padding, *a) -> list[str]:
-    return cuda_reasons(list(srcs) + [weight], "rsb_prologue") + _layout_reasons(
+    why = cuda_reasons(list(srcs) + [weight], "rsb_prologue_cuda") + _layout_reasons(
         srcs, weight, stride, padding
     )
+    if len(srcs) > 4:
+        why.append("at most 4 sources")
+    if any(s.shape != srcs[0].shape for s in srcs):
+        why.append("all sources must have one shape")
+    return why
 
 
 DISPATCHER = register(
@@ -162,6 +187,7 @@ def _setup_context(ctx, inputs, output):
     ctx.has_scale = scale is not None
     ctx.has_bias = bias is not None
     ctx.cfg = (stride, padding, relu, cat, save_input)
+    ctx.backend = backend
     ctx.save_for_backward(z, weight, u, *([scale, shift] if scale is not None else []), *srcs)
 
 
@@ -170,7 +196,7 @@ def _backward(ctx, grad_z, grad_sum, grad_sumsq, grad_u):
     stride, padding, relu, cat, save_input = ctx.cfg
     scale, shift = (rest[0], rest[1]) if ctx.has_scale else (None, None)
     srcs = rest[2:] if ctx.has_scale else rest
-    dsrcs, dscale, dshift, dw, db = _reference.conv_bnact_stats_backward(
+    dsrcs, dscale, dshift, dw, db = _backend_module(ctx.backend).conv_bnact_stats_backward(
         grad_z,
         grad_sum,
         grad_sumsq,
@@ -231,3 +257,103 @@ def conv_bnact_stats(
         srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats, save_input, name
     )
     return z, s, q
+
+
+# ------------------------------------------------------------------------------------ the block's final pass
+def _epilogue_reasons_common(z) -> list[str]:
+    return [] if z.dtype in KERNEL_DTYPES else [f"dtype {z.dtype} not supported"]
+
+
+EPILOGUE_DISPATCHER = register(
+    Dispatcher(
+        "rsb_epilogue",
+        [
+            Backend(
+                "cuda",
+                lambda *a: _cuda_module().epilogue_forward(*a),
+                lambda z, *a: cuda_reasons([z], "rsb_epilogue_cuda") + _epilogue_reasons_common(z),
+            ),
+            Backend(
+                "triton",
+                lambda *a: _eltwise_module().epilogue_forward(*a),
+                lambda z, *a: triton_reasons([z]) + _epilogue_reasons_common(z),
+            ),
+            Backend("reference", _reference.epilogue_forward, lambda *a, **k: []),
+        ],
+    ),
+    lambda device: (
+        torch.randn(2, 8, 6, 5, device=device),
+        torch.rand(8, device=device) + 0.5,
+        torch.randn(8, device=device),
+        torch.randn(2, 8, 6, 5, device=device),
+        None,
+        None,
+    ),
+)
+
+
+@torch.library.custom_op("rsn_fast::rsb_epilogue", mutates_args=())
+def _epilogue_op(
+    z: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    r: torch.Tensor,
+    r_scale: torch.Tensor | None,
+    r_shift: torch.Tensor | None,
+    backend: str,
+) -> torch.Tensor:
+    out = _backend_module(backend).epilogue_forward(z, scale, shift, r, r_scale, r_shift)
+    mf = torch.channels_last if _is_cl(z) else torch.contiguous_format
+    return out.contiguous(memory_format=mf)
+
+
+@_epilogue_op.register_fake
+def _(z, scale, shift, r, r_scale, r_shift, backend):
+    mf = torch.channels_last if _is_cl(z) else torch.contiguous_format
+    return torch.empty_like(z, memory_format=mf)
+
+
+def _epilogue_setup(ctx, inputs, output):
+    z, scale, shift, r, r_scale, r_shift, backend = inputs
+    ctx.backend = backend
+    ctx.has_r_scale = r_scale is not None
+    ctx.dtypes = (scale.dtype, shift.dtype, r.dtype)
+    ctx.save_for_backward(output, z, r, scale, *([r_scale] if r_scale is not None else []))
+
+
+def _epilogue_backward(ctx, grad):
+    out, z, r, scale, *rest = ctx.saved_tensors
+    r_scale = rest[0] if ctx.has_r_scale else None
+    dz, dr, sums = _backend_module(ctx.backend).epilogue_backward(grad, out, z, r, scale, r_scale)
+    s_dtype, sh_dtype, r_dtype = ctx.dtypes
+    d_rs = sums[2].to(r_scale.dtype) if r_scale is not None else None
+    d_rb = sums[1].to(r_scale.dtype) if r_scale is not None else None
+    return dz, sums[0].to(s_dtype), sums[1].to(sh_dtype), dr.to(r_dtype), d_rs, d_rb, None
+
+
+_epilogue_op.register_autograd(_epilogue_backward, setup_context=_epilogue_setup)
+
+
+def rsb_epilogue(
+    z: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    r: torch.Tensor,
+    r_scale: torch.Tensor | None = None,
+    r_shift: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """The RSB's final pass in one kernel: ``relu(z * scale + shift + r')``, ``r' = r * r_scale + r_shift`` or r.
+
+    Args:
+        z: (N, C, H, W) raw output of the block's last 1x1 conv, float32/16/bf16 (any dtype on reference).
+        scale, shift: (C,) BN3 as a per-channel affine (from batch statistics in training; differentiable).
+        r: (N, C, H, W) the residual: the block input (identity) or the raw downsample conv output.
+        r_scale, r_shift: (C,) the downsample BN as an affine, or None for an identity residual.
+        backend: "cuda", "triton" or "reference"; default RSN_FAST_BACKEND, then the first that can run.
+
+    Returns:
+        (N, C, H, W) in z's dtype and memory format; computed in fp32 and rounded once.
+    """
+    name = EPILOGUE_DISPATCHER.choose(z, scale, shift, r, r_scale, r_shift, backend=backend).name
+    return torch.ops.rsn_fast.rsb_epilogue(z, scale, shift, r, r_scale, r_shift, name)

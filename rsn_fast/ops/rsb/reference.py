@@ -25,6 +25,8 @@ __all__ = [
     "conv_bnact_stats_forward",
     "conv_bnact_stats_backward",
     "fold_bn",
+    "epilogue_forward",
+    "epilogue_backward",
 ]
 
 
@@ -160,6 +162,46 @@ def conv_bnact_stats_backward(
     dscale = torch.cat(dscales).to(scale.dtype) if scale is not None else None
     dshift = torch.cat(dshifts).to(shift.dtype) if shift is not None else None
     return dsrcs, dscale, dshift, dw, db if has_bias else None
+
+
+def _vec(v: torch.Tensor, c: int) -> torch.Tensor:
+    return _acc(v).view(1, c, 1, 1)
+
+
+def epilogue_forward(
+    z: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    r: torch.Tensor,
+    r_scale: torch.Tensor | None,
+    r_shift: torch.Tensor | None,
+) -> torch.Tensor:
+    """The RSB's final pass: ``relu(z * scale + shift + r')`` with ``r' = r * r_scale + r_shift`` (the
+    downsample's BN) or ``r`` (identity), computed in fp32 (fp64 for fp64), rounded once to z's dtype and
+    layout. z, r: (N, C, H, W); vectors (C,)."""
+    c = z.shape[1]
+    y = _acc(z) * _vec(scale, c) + _vec(shift, c)
+    rr = _acc(r) if r_scale is None else _acc(r) * _vec(r_scale, c) + _vec(r_shift, c)
+    fmt = torch.channels_last if channels_last_like(z) else torch.contiguous_format
+    return torch.relu(y + rr).to(z.dtype).contiguous(memory_format=fmt)
+
+
+def epilogue_backward(
+    grad: torch.Tensor,
+    out: torch.Tensor,
+    z: torch.Tensor,
+    r: torch.Tensor,
+    scale: torch.Tensor,
+    r_scale: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dz, dr in z's dtype, sums (3, C) of m * z, m, m * r) with ``m = grad * [out > 0]``: d scale, d shift
+    (= d r_shift) and d r_scale are the three sums."""
+    c = z.shape[1]
+    m = _acc(grad) * (out > 0)
+    dz = (m * _vec(scale, c)).to(z.dtype)
+    dr = (m * _vec(r_scale, c) if r_scale is not None else m).to(z.dtype)
+    sums = torch.stack([(m * _acc(z)).sum((0, 2, 3)), m.sum((0, 2, 3)), (m * _acc(r)).sum((0, 2, 3))])
+    return dz, dr, sums
 
 
 def fold_bn(

@@ -14,7 +14,7 @@ import torch
 from rsn_fast import _ext
 from rsn_fast.ops.decode_heatmaps import _dispatcher, decode_heatmaps
 from rsn_fast.ops.decode_heatmaps.reference import decode_heatmaps_reference
-from tests.conftest import requires_cuda
+from tests.conftest import TRITON_INTERPRET, requires_cuda
 from tests.ops.test_decode_heatmaps import COCO_FLIP_PAIRS, _gauss_peaks, make_boxes, make_heatmaps
 
 HAS_OP = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "decode_heatmaps")
@@ -182,3 +182,58 @@ def test_cuda_matches_cpp_and_reference(mode, dtype):
             *(a.cuda() if isinstance(a, torch.Tensor) else a for a in args), pairs
         )
         _compare((got[0].cpu(), got[1].cpu()), (ref[0].cpu(), ref[1].cpu()), True)
+
+
+def _triton_device() -> str | None:
+    if TRITON_INTERPRET:
+        return "cpu"
+    if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8:
+        return "cuda"
+    return None
+
+
+def _small_hard_maps(rng, n, k, h, w):
+    """Ties, NaN, all-zero, flat, negative, single-pixel border and corner peaks, noise: n x k maps."""
+    maps = [rng.integers(0, 3, size=(h, w)).astype(np.float32) for _ in range(n * k)]
+    corners = [
+        (0, 0),
+        (0, w - 1),
+        (h - 1, 0),
+        (h - 1, w - 1),
+        (0, w // 2),
+        (h // 2, 0),
+        (h - 1, 3),
+        (5, w - 1),
+    ]
+    for i, (y, x) in enumerate(corners):
+        m = np.zeros((h, w), np.float32)
+        m[y, x] = 200.0
+        maps[i] = m
+    maps[8] = np.zeros((h, w), np.float32)
+    maps[9] = np.full((h, w), -5.0, np.float32)
+    maps[10][3, 4] = np.nan
+    maps[11] = -rng.uniform(1, 50, size=(h, w)).astype(np.float32)
+    maps[12] = rng.uniform(-20, 255, size=(h, w)).astype(np.float32)
+    maps[13] = _gauss_peaks(rng, h, w, 1)[0]
+    return torch.from_numpy(np.stack(maps).reshape(n, k, h, w))
+
+
+@pytest.mark.skipif(
+    _triton_device() is None, reason="Triton needs a GPU with cc >= 8.0 or TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize("mode", ["rsn", "megvii", "standard", "dark"])
+def test_triton_matches_reference(mode):
+    """Small maps under the interpreter (slow); the hard cases of the C++ tests, with and without flip."""
+    dev = _triton_device()
+    rng = np.random.default_rng()
+    n, k, h, w = 2, 8, 16, 12
+    hm = _small_hard_maps(rng, n, k, h, w)
+    fl = _small_hard_maps(rng, n, k, h, w).flip(0)
+    c, b = map(torch.from_numpy, make_boxes(rng, n))
+    pairs = [(0, 1), (2, 5)]
+    for dt, f in ((torch.float32, None), (torch.float32, fl), (torch.float64, fl)):
+        args = (hm.to(dt), c, b, (48, 64), mode, 5)  # k=5: the interpreter is slow
+        fd = None if f is None else f.to(dt)
+        got = _run("triton", *args, fd, pairs if f is not None else None, device=dev)
+        want = decode_heatmaps_reference(*args, fd, pairs if f is not None else None)
+        _compare((got[0].cpu(), got[1].cpu()), want, mode == "dark")

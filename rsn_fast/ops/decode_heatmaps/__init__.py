@@ -1,17 +1,19 @@
 """``rsn_fast.ops.decode_heatmaps``: heatmaps → image-pixel keypoints and scores (RSN_SPEC.md §12, §16.4).
 
 Backends, tried in this order: ``cuda`` (fused csrc kernel, CUDA tensors), ``cpp`` (fused C++ kernel, CPU
-tensors), ``reference`` (batched torch, any device and dtype, the specification). The compiled kernels share one
+tensors), ``triton`` (compute capability >= 8.0, or CPU tensors under TRITON_INTERPRET=1 when the extension is
+missing), ``reference`` (batched torch, any device and dtype, the specification). The compiled kernels share one
 torch.library op, ``torch.ops.rsn_fast.decode_heatmaps`` (with a fake rule for torch.compile).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 
 import torch
 
-from rsn_fast.ops._dispatch import Backend, Dispatcher, cpp_reasons, cuda_reasons, register
+from rsn_fast.ops._dispatch import Backend, Dispatcher, cpp_reasons, cuda_reasons, register, triton_reasons
 from rsn_fast.ops.decode_heatmaps import cpp as _cpp
 from rsn_fast.ops.decode_heatmaps.reference import MODES, _check, decode_heatmaps_reference
 
@@ -40,6 +42,23 @@ def _cuda_reasons(*args, **kwargs) -> list[str]:
     return cuda_reasons(_tensors(*args, **kwargs), "decode_heatmaps") + _input_reasons(*args, **kwargs)
 
 
+def _triton_reasons(
+    heatmaps, centers, box_sizes, input_size, mode="rsn", blur_kernel=5, **kwargs
+) -> list[str]:
+    why = triton_reasons(_tensors(heatmaps, centers, box_sizes, **kwargs)) + _input_reasons(heatmaps)
+    pad = 10 if mode == "rsn" else (blur_kernel - 1) // 2
+    if blur_kernel // 2 >= min(heatmaps.shape[-2:]) + 2 * pad:
+        why.append(f"blur_kernel {blur_kernel} is too large for {tuple(heatmaps.shape[-2:])} maps")
+    return why
+
+
+def _triton_fn(*args, **kwargs):
+    # imported lazily: `import rsn_fast` must not need triton
+    return importlib.import_module("rsn_fast.ops.decode_heatmaps.triton").decode_heatmaps_triton(
+        *args, **kwargs
+    )
+
+
 def _cpp_reasons(*args, **kwargs) -> list[str]:
     return cpp_reasons(_tensors(*args, **kwargs), "decode_heatmaps") + _input_reasons(*args, **kwargs)
 
@@ -58,9 +77,10 @@ _dispatcher = register(
         [
             Backend("cuda", _cpp.decode_heatmaps_compiled, _cuda_reasons),
             Backend("cpp", _cpp.decode_heatmaps_compiled, _cpp_reasons),
+            Backend("triton", _triton_fn, _triton_reasons),
             Backend("reference", decode_heatmaps_reference, _reference_reasons),
         ],
-        auto_order=("cuda", "cpp", "reference"),
+        auto_order=("cuda", "cpp", "triton", "reference"),
     ),
     _example_inputs,
 )
@@ -90,7 +110,8 @@ def decode_heatmaps(
         blur_kernel: odd Gaussian kernel size (cv2.getGaussianKernel(k, 0) profile).
         flipped: optional (N, K, H, W) raw heatmaps of the horizontally mirrored input.
         flip_pairs: (i, j) left/right channel pairs; required with ``flipped``.
-        backend: "cuda", "cpp" or "reference"; None: RSN_FAST_BACKEND, then automatic (cuda → cpp → reference).
+        backend: "cuda", "cpp", "triton" or "reference"; None: RSN_FAST_BACKEND, then automatic
+            (cuda → cpp → triton → reference).
     Returns:
         coords (N, K, 2) in image pixels and scores (N, K); float64 for float64 heatmaps, else float32.
     """

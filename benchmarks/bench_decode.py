@@ -26,6 +26,7 @@ from benchmarks.common import (
     markdown_table,
     pick,
     time_ms,
+    triton_usable,
     write_csv,
 )
 from rsn_fast.ops.decode_heatmaps import decode_heatmaps
@@ -123,8 +124,8 @@ def main() -> None:
                         for prov in providers:
                             if prov == "loop" and (mode != "rsn" or dname != "fp32"):
                                 continue
-                            if prov == "triton":
-                                print("# skip triton: no Triton decode kernel yet (issue 7)")
+                            if prov == "triton" and (why := triton_usable(dev)):
+                                print(f"# skip triton: {why}")
                                 continue
                             if prov == "cuda" and (why := cuda_ext_usable(dev, "decode_heatmaps")):
                                 print(f"# skip cuda: {why}")

@@ -1,7 +1,8 @@
 """Benchmark target heatmaps: ``megvii_targets`` (batch 48 x 17 keypoints x 4 kernels) and ``gaussian_targets``.
 
 Providers: ``loop`` (the per-keypoint cv2 / NumPy procedure, as the data loaders of the reference codebases run
-it), ``reference`` (batched torch on the CPU), ``cpp`` (C++ CPU kernel), ``reference_gpu``, ``cuda``.
+it), ``reference`` (batched torch on the CPU), ``cpp`` (C++ CPU kernel), ``reference_gpu``, ``triton``
+(megvii only), ``cuda``.
 
     python -m benchmarks.bench_targets              # 48 x 17 x [11, 9, 7, 5] at 64x48 (and 96x72)
     python -m benchmarks.bench_targets --quick      # device suite: 64x48, GPU providers
@@ -23,6 +24,7 @@ from benchmarks.common import (
     markdown_table,
     pick,
     time_ms,
+    triton_usable,
     write_csv,
 )
 from rsn_fast.ops.gaussian_targets import gaussian_targets, gaussian_targets_numpy_loop
@@ -39,8 +41,8 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device(args.device)
     gpu = dev.type == "cuda"
-    default = ["loop", "reference", "cpp"] + (["reference_gpu", "cuda"] if gpu else [])
-    providers = pick(args.providers, ["reference_gpu", "cuda"] if args.quick and gpu else default)
+    default = ["loop", "reference", "cpp"] + (["reference_gpu", "triton", "cuda"] if gpu else [])
+    providers = pick(args.providers, ["reference_gpu", "triton", "cuda"] if args.quick and gpu else default)
     modes = pick(args.modes, ["megvii", "gaussian"])
     shapes = [
         tuple(int(v) for v in s.split("x"))
@@ -66,6 +68,9 @@ def main() -> None:
             for prov in providers:
                 if prov == "cuda" and (why := cuda_ext_usable(dev, f"{mode}_targets")):
                     print(f"# skip cuda: {why}")
+                    continue
+                if prov == "triton" and (mode != "megvii" or (why := triton_usable(dev))):
+                    print(f"# skip triton for {mode}: {why if mode == 'megvii' else 'no Triton kernel'}")
                     continue
                 if mode == "megvii":
                     loop = partial(megvii_targets_cv2_loop, kp, wt, (w, h), KERNELS)

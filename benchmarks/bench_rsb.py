@@ -1,6 +1,6 @@
 """Fused RSB vs eager / torch.compile, per distinct RSB shape of RSN-18/50, and the CPU inference goal.
 
-GPU (default): ``python -m benchmarks.bench_rsb [--batch 48] [--providers eager compile triton cuda]``
+GPU (default): ``python -m benchmarks.bench_rsb [--quick] [--batch 48] [--providers eager,triton,cuda,compile]``
   every distinct RSB shape of RSN-18 and RSN-50 at 256x192 (both nets use the same seven shapes), batch 48;
   providers ``eager`` (plain block, channels-last, fp16 autocast), ``compile`` (torch.compile of that),
   ``triton`` and ``cuda`` (:class:`rsn_fast.nn.FusedRSB` with that backend, channels-last, autocast);
@@ -11,12 +11,12 @@ CPU: ``python -m benchmarks.bench_rsb --device cpu [--batch 32] [--rounds 5]``
   torch.jit (oneDNN conv+ReLU/add fusion). Providers are interleaved round by round (paired), because other
   jobs share the CPU; the speed-up is the median of the per-round ratios.
 
-Prints a markdown table and appends CSV rows to ``benchmarks/results/<device>/bench_rsb.csv``.
+GPU rows go through benchmarks/common.py (CSV ``benchmarks/results/<gpu>/rsb.csv`` with the shared columns,
+peak memory in ``rsb_memory.csv`` next to it); CPU rows to ``benchmarks/results/cpu/bench_rsb.csv``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import datetime
@@ -78,35 +78,44 @@ def _gpu_block(provider: str, cin: int, cout: int, stride: int) -> torch.nn.Modu
     return torch.compile(m) if provider == "compile" else m
 
 
-def _time_cuda(fn, warmup: int, iters: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
+def _peak_mib(fn) -> float:
+    """Peak memory (MiB) allocated by one call of fn above what was allocated before it."""
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def bench_gpu(args) -> None:
-    dev = torch.cuda.get_device_name(0).replace(" ", "_")
+    from benchmarks import common
+
+    dev = torch.device(args.device)
+    env = common.environment(dev)
+    copy_gbs = common.copy_bandwidth_gbs(dev)
+    providers = common.pick(args.providers, ["eager", "triton", "cuda", "compile"])
+    providers = [p for p in providers if p != "compile"] + [
+        p for p in providers if p == "compile"
+    ]  # compile last
+    modes = common.pick(args.modes, ["fwd", "fwd+bwd"])
+    shapes = [RSB_SHAPES[0], RSB_SHAPES[3]] if args.quick else RSB_SHAPES
+    warmup, reps = (3, 10) if args.quick else (5, 30)
     rows = []
-    for cin, cout, stride, h, w in RSB_SHAPES:
-        x0 = torch.randn(args.batch, cin, h, w, device="cuda").contiguous(memory_format=torch.channels_last)
-        for provider in args.providers:
-            try:
-                m = _gpu_block(provider, cin, cout, stride)
-            except Exception as e:  # a backend that cannot run here is reported, not fatal
-                print(f"skip {provider}: {type(e).__name__}: {e}")
+    for shape_i, (cin, cout, stride, h, w) in enumerate(shapes):
+        x0 = torch.randn(args.batch, cin, h, w, device=dev).contiguous(memory_format=torch.channels_last)
+        shape = f"N{args.batch} {cin}->{cout} s{stride} {h}x{w}"
+        h_out, w_out = (h - 1) // stride + 1, (w - 1) // stride + 1
+        nbytes = 2 * args.batch * (cin * h * w + cout * h_out * w_out)  # fp16 block input + output: a floor
+        for provider in providers:
+            why = _unusable(provider, dev)
+            if why:
+                print(f"skip {provider}: {why}")
                 continue
-            for mode in ("fwd", "fwd+bwd"):
+            m = _gpu_block(provider, cin, cout, stride)
+            for mode in modes:
+                if args.quick and provider == "compile" and (mode == "fwd" or shape_i > 0):
+                    continue  # device-suite budget: torch.compile (slow to build) for one shape, fwd+bwd
                 x = x0.clone().requires_grad_(mode != "fwd")
 
                 def step(m=m, x=x, mode=mode):
@@ -116,15 +125,39 @@ def bench_gpu(args) -> None:
                         y.float().sum().backward()
 
                 try:
-                    ms, mib = _time_cuda(step, args.warmup, args.iters)
-                except Exception as e:
-                    print(f"fail {provider} {mode} {cin}->{cout}/s{stride}: {type(e).__name__}: {e}")
+                    ms = common.time_ms(step, dev, warmup=warmup, reps=reps)
+                    mib = _peak_mib(step)
+                except Exception as e:  # reported, not fatal: the other providers still run
+                    print(f"fail {provider} {mode} {shape}: {type(e).__name__}: {e}")
                     continue
-                rows.append([f"{cin}->{cout} s{stride} {h}x{w}", args.batch, provider, mode, f"{ms:.3f}",
-                             f"{mib:.1f}"])  # fmt: skip
-                print(f"| {rows[-1][0]} | {provider} | {mode} | {ms:.3f} ms | {mib:.1f} MiB |")
-    path = _write_csv(dev, ["shape", "batch", "provider", "mode", "median_ms", "peak_mib"], rows)
-    print(f"rows appended to {path}")
+                rows.append(common.make_row(env, "rsb", provider, mode, shape, "fp16-autocast", ms, nbytes,
+                                            copy_gbs))  # fmt: skip
+                mem = {"provider": provider, "mode": mode, "shape": shape, "peak_mib": f"{mib:.1f}",
+                       "git sha": env["git sha"], "date": env["date"]}  # fmt: skip
+                print(f"| {shape} | {provider} | {mode} | {ms:.3f} ms | {mib:.1f} MiB peak |", flush=True)
+                if not args.no_csv:  # written as measured: a suite timeout keeps what was done
+                    path = common.write_csv(rows[-1:], "rsb", dev)
+                    _append_memory(path.with_name("rsb_memory.csv"), mem)
+    print(common.markdown_table(rows))
+
+
+def _append_memory(path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            wr.writeheader()
+        wr.writerow(row)
+
+
+def _unusable(provider: str, dev: torch.device) -> str | None:
+    from benchmarks import common
+
+    if provider == "triton":
+        return common.triton_usable(dev)
+    if provider == "cuda":
+        return common.cuda_ext_usable(dev, "rsb_prologue_cuda")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ CPU
@@ -184,28 +217,25 @@ def bench_cpu(args) -> None:
         rows.append(["rsn18 eval 256x192", args.batch, name, "eval-fwd", f"{med * 1e3:.1f}", f"{args.batch / med:.2f}",
                      f"{ratio:.3f}"])  # fmt: skip
         print(f"| {name} | {med:.3f} | {args.batch / med:.2f} | {ratio:.3f}x |")
-    path = _write_csv(
-        "cpu", ["case", "batch", "provider", "mode", "median_ms", "persons_per_s", "speedup"], rows
-    )
-    print(f"rows appended to {path}")
+    if not args.no_csv:
+        path = _write_csv(
+            "cpu", ["case", "batch", "provider", "mode", "median_ms", "persons_per_s", "speedup"], rows
+        )
+        print(f"rows appended to {path}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--device", choices=["cuda", "cpu"], default="cuda" if torch.cuda.is_available() else "cpu"
-    )
+    from benchmarks import common
+
+    ap = common.base_parser(__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=None, help="48 on GPU, 32 on CPU")
-    ap.add_argument("--providers", nargs="+", default=["eager", "compile", "triton", "cuda"])
     ap.add_argument(
         "--cpu-providers", nargs="+", default=["eager_cl", "eager_nchw", "fused_folded", "fused_folded_jit"]
     )
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5, help="CPU: interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     a = ap.parse_args()
-    if a.device == "cpu":
+    if torch.device(a.device).type == "cpu":
         a.batch = a.batch or 32
         bench_cpu(a)
     else:

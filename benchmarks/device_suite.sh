@@ -13,7 +13,8 @@ T0=$(date +%s)
 stamp() { echo "[suite $(( $(date +%s) - T0 ))s] $*"; }
 
 TESTS=(tests/ops tests/nn)
-BENCHES=(benchmarks.bench_depthwise benchmarks.bench_prm benchmarks.bench_decode benchmarks.bench_targets)
+BENCHES=(benchmarks.bench_depthwise benchmarks.bench_prm benchmarks.bench_decode benchmarks.bench_targets
+         benchmarks.bench_rsb)
 
 stamp "GPU: $(nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null | head -1)"
 $PY - <<'PYEOF' 2>&1 | tee "$LOGS/env.txt"

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
+from rsn_fast.ops.depthwise_conv2d.triton import needs_rounding, round_bf16
 
 
 @triton.jit
@@ -54,8 +55,10 @@ def _load_act(
 
 
 @triton.jit
-def _mma(acc, u, wt, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+def _mma(acc, u, wt, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, ROUND: tl.constexpr):
     """acc + u @ wt with u rounded to the weight dtype first (as the module's conv input would be)."""
+    if ROUND:
+        u = round_bf16(u)
     if UPCAST_DOT:
         return acc + tl.dot(u.to(wt.dtype).to(tl.float32), wt.to(tl.float32), input_precision="ieee")
     return acc + tl.dot(u.to(wt.dtype), wt, input_precision=DOT_PRECISION)
@@ -107,6 +110,7 @@ def _conv_bnact_stats_kernel(
     STATS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST_DOT: tl.constexpr,  # dot in fp32: the interpreter's bf16 tl.dot returns garbage (triton 3.8)
+    ROUND: tl.constexpr,  # round to nearest bf16 by hand: the interpreter's cast truncates (triton 3.8)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -151,7 +155,7 @@ def _conv_bnact_stats_kernel(
                         rows = k * C_src + ci
                         wt = tl.load(w_tap + rows[:, None] * C_out + offs_n[None, :],
                                      mask=mask_c[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
-                        acc = _mma(acc, u, wt, DOT_PRECISION, UPCAST_DOT)
+                        acc = _mma(acc, u, wt, DOT_PRECISION, UPCAST_DOT, ROUND)
                 else:
                     u = _load_act(x0_ptr, s0n, s0c, s0h, s0w, scale_ptr, shift_ptr, 0, n, ih, iw, valid, ci,
                                   mask_c, HAS_AFFINE, RELU)  # fmt: skip
@@ -166,9 +170,11 @@ def _conv_bnact_stats_kernel(
                                        valid, ci, mask_c, HAS_AFFINE, RELU)  # fmt: skip
                     wt = tl.load(w_tap + ci[:, None] * C_out + offs_n[None, :],
                                  mask=mask_c[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
-                    acc = _mma(acc, u, wt, DOT_PRECISION, UPCAST_DOT)
+                    acc = _mma(acc, u, wt, DOT_PRECISION, UPCAST_DOT, ROUND)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    if ROUND:
+        acc = round_bf16(acc)
     m2 = mask_m[:, None] & mask_n[None, :]
     z_offs = offs_m.to(tl.int64)[:, None] * C_out + offs_n[None, :]
     tl.store(z_ptr + z_offs, acc.to(z_ptr.dtype.element_ty), mask=m2)
@@ -222,7 +228,7 @@ def conv_bnact_stats_forward(
         m, h, w, h_out, w_out, c_src, c_out,
         STRIDE=stride, KS=ks, PAD=padding, NSRC=len(srcs), CAT=cat, HAS_AFFINE=has_affine, RELU=relu,
         HAS_BIAS=bias is not None, STATS=stats, DOT_PRECISION="ieee" if fp32_dot else "tf32",
-        UPCAST_DOT=triton_interpret() and weight.dtype == torch.bfloat16,
+        UPCAST_DOT=triton_interpret() and weight.dtype == torch.bfloat16, ROUND=needs_rounding(weight.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
     )  # fmt: skip
     if stats:

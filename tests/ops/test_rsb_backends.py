@@ -184,3 +184,24 @@ def test_cuda_stats_deterministic_and_nchw():
         assert torch.equal(a, b)
         want = torch.stack([z.double().sum((0, 2, 3)), (z.double() ** 2).sum((0, 2, 3))])
         torch.testing.assert_close(a, want, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prologue_kernel_vs_reference(backend, case, dtype):
+    """The recompute kernel (the conv input u): exact up to one rounding of the same fp32 value."""
+    from rsn_fast.ops.rsb import reference
+
+    nsrc, c, cout, ks, stride, cat, act = case
+    dev = _device(backend)
+    srcs, scale, shift, weight = _conv_inputs(nsrc, c, cout, ks, cat, dtype, dev)
+    if backend == "triton":
+        from rsn_fast.ops.rsb.triton_eltwise import prologue
+    else:
+        from rsn_fast.ops.rsb.cuda import prologue
+    a, b = (scale, shift) if act else (None, None)
+    got = prologue(srcs, a, b, act, cat, dtype)
+    want = reference.prologue(srcs, a, b, act, cat, dtype)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, want, **ELEMENTWISE[dtype])

@@ -14,7 +14,6 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops.depthwise_conv2d.triton import needs_rounding, round_bf16
-from rsn_fast.ops.rsb import reference as _reference
 from rsn_fast.ops.rsb.reference import channels_last_like
 
 BLOCK_P = 64
@@ -156,6 +155,66 @@ def _prologue_bwd_kernel(du_ptr, x0, x1, x2, x3, s0n, s0c, s0h, s0w, s1n, s1c, s
                       d_off, HAS_AFFINE, RELU, ROUND)  # fmt: skip
 
 
+@triton.jit
+def _act(x_ptr, sn, sc, sh, sw, scale_ptr, shift_ptr, k, n, hw, W, c, C_src, m2, mc, HAS_AFFINE: tl.constexpr,
+         RELU: tl.constexpr):  # fmt: skip
+    h = hw // W
+    w = hw % W
+    x_off = (n * sn + h * sh + w * sw)[:, None] + c[None, :].to(tl.int64) * sc
+    v = tl.load(x_ptr + x_off, mask=m2, other=0.0).to(tl.float32)
+    if HAS_AFFINE:
+        a = tl.load(scale_ptr + k * C_src + c, mask=mc, other=0.0)
+        b = tl.load(shift_ptr + k * C_src + c, mask=mc, other=0.0)
+        v = v * a[None, :] + b[None, :]
+    if RELU:
+        v = tl.maximum(v, 0.0)
+    return v
+
+
+@triton.jit
+def _prologue_kernel(u_ptr, x0, x1, x2, x3, s0n, s0c, s0h, s0w, s1n, s1c, s1h, s1w, s2n, s2c, s2h, s2w,
+                     s3n, s3c, s3h, s3w, scale_ptr, shift_ptr, M, C_src, HW, W, NSRC: tl.constexpr,
+                     CAT: tl.constexpr, HAS_AFFINE: tl.constexpr, RELU: tl.constexpr, CL: tl.constexpr,
+                     ROUND: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):  # fmt: skip
+    """u (dense) = sum (or channel concat) of act(src_k * scale_k + shift_k); tiles over the sources' channels."""
+    p, c, mp, mc, n, hw, _ = _tile(C_src, HW, CL, BLOCK_P, BLOCK_C, M)
+    m2 = mp[:, None] & mc[None, :]
+    C_u = NSRC * C_src if CAT else C_src
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for k in tl.static_range(NSRC):
+        if k == 0:
+            v = _act(
+                x0, s0n, s0c, s0h, s0w, scale_ptr, shift_ptr, k, n, hw, W, c, C_src, m2, mc, HAS_AFFINE, RELU
+            )
+        elif k == 1:
+            v = _act(
+                x1, s1n, s1c, s1h, s1w, scale_ptr, shift_ptr, k, n, hw, W, c, C_src, m2, mc, HAS_AFFINE, RELU
+            )
+        elif k == 2:
+            v = _act(
+                x2, s2n, s2c, s2h, s2w, scale_ptr, shift_ptr, k, n, hw, W, c, C_src, m2, mc, HAS_AFFINE, RELU
+            )
+        else:
+            v = _act(
+                x3, s3n, s3c, s3h, s3w, scale_ptr, shift_ptr, k, n, hw, W, c, C_src, m2, mc, HAS_AFFINE, RELU
+            )
+        if CAT:
+            cu = c + k * C_src
+            if CL:
+                u_off = (n * HW + hw)[:, None] * C_u + cu[None, :]
+            else:
+                u_off = (n * C_u * HW + hw)[:, None] + cu[None, :].to(tl.int64) * HW
+            _store(u_ptr, u_off, v, m2, ROUND)
+        else:
+            acc += v
+    if not CAT:
+        if CL:
+            u_off = (n * HW + hw)[:, None] * C_u + c[None, :]
+        else:
+            u_off = (n * C_u * HW + hw)[:, None] + c[None, :].to(tl.int64) * HW
+        _store(u_ptr, u_off, acc, m2, ROUND)
+
+
 def _fmt(t: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last_like(t) else torch.contiguous_format
 
@@ -243,16 +302,37 @@ def prologue_backward(du, srcs, scale, shift, relu, cat):
     return ds, sums
 
 
+def prologue(srcs, scale, shift, relu, cat, dtype):
+    """The conv input u (dense, the first source's layout, ``dtype``) in one kernel."""
+    fmt = _fmt(srcs[0])
+    n, c_src, h, w = srcs[0].shape
+    nsrc = len(srcs)
+    u = torch.empty((n, nsrc * c_src if cat else c_src, h, w), dtype=dtype, device=srcs[0].device)
+    u = u.contiguous(memory_format=fmt)
+    grid, bc = _grid(n * h * w, c_src)
+    has_aff = scale is not None
+    a = scale.float().contiguous() if has_aff else u
+    b = shift.float().contiguous() if has_aff else u
+    xs = list(srcs) + [srcs[0]] * (4 - nsrc)
+    _prologue_kernel[grid](u, *xs, *[st for x in xs for st in x.stride()], a, b, n * h * w, c_src, h * w, w,
+                           NSRC=nsrc, CAT=cat, HAS_AFFINE=has_aff, RELU=relu, CL=fmt == torch.channels_last,
+                           ROUND=needs_rounding(dtype), BLOCK_P=BLOCK_P, BLOCK_C=bc)  # fmt: skip
+    return u
+
+
 def conv_bnact_stats_backward(
     grad_z, grad_sum, grad_sumsq, z, srcs, scale, shift, weight, has_bias, stride, padding, relu, cat, u=None
 ):
     """Same contract as :func:`rsn_fast.ops.rsb.reference.conv_bnact_stats_backward`: our fold kernel, torch's
     convolution backward (cuDNN on a GPU), then our one-pass prologue backward (ReLU mask, affine, fan-out,
-    d scale / d shift). A recomputed conv input comes from the reference prologue (torch elementwise)."""
+    d scale / d shift). A recomputed conv input comes from one prologue kernel."""
     c = z.shape[1]
     g = grad_fold(grad_z, grad_sum, grad_sumsq, z.to(weight.dtype))
     if u is None:
-        u = _reference.prologue(srcs, scale, shift, relu, cat, weight.dtype)
+        if len(srcs) == 1 and scale is None and not relu:
+            u = srcs[0].to(weight.dtype)
+        else:
+            u = prologue(srcs, scale, shift, relu, cat, weight.dtype)
     du, dw, db = torch.ops.aten.convolution_backward(
         g, u, weight, [c] if has_bias else None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1,
         [True, True, has_bias],

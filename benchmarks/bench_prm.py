@@ -53,8 +53,8 @@ def make_fn(provider: str, training: bool):
 def unusable(provider: str, device: str) -> str | None:
     if provider == "triton":
         return common.triton_usable(device)
-    if provider == "cuda":  # composite: reference composition with our CUDA depthwise kernels
-        return common.cuda_ext_usable(device, "depthwise_conv2d_fwd_cuda")
+    if provider == "cuda":  # the fused CUDA gate kernels (csrc/prm_gate)
+        return common.cuda_ext_usable(device, "prm_gate_pointwise_cuda")
     return None
 
 

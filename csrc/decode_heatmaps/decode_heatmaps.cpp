@@ -211,7 +211,7 @@ struct Scratch {
 
 // Blurs scratch.map per plan into scratch.out (out_rows x out_cols, row-major), with per-row statistics.
 template <typename acc_t>
-void blur(const BlurPlan& p, const acc_t* g, Scratch<acc_t>& s) {
+void blur(const BlurPlan& p, const acc_t* g, Scratch<acc_t>& s, const acc_t* map) {
   const int64_t r = p.r, ec = p.ec, oc = p.out_cols(), orows = p.out_rows();
   acc_t* ext = s.ext.data();
   acc_t* tmp = s.tmp.data();
@@ -219,7 +219,7 @@ void blur(const BlurPlan& p, const acc_t* g, Scratch<acc_t>& s) {
     const int64_t m = p.row_src[i];
     if (m < 0) continue;  // zero row, zero in ext and tmp since allocation
     acc_t* e = ext + i * ec;
-    const acc_t* src = s.map.data() + m * p.w;
+    const acc_t* src = map + m * p.w;
     std::memcpy(e + p.span_at, src, sizeof(acc_t) * p.w);
     for (const auto& [j, mc] : p.extra_cols) e[j] = src[mc];
     filter(e + r, int64_t{1}, g, r, tmp + i * oc, oc);  // row filter: valid correlation
@@ -270,7 +270,7 @@ struct CpuDecoder {
   }
 
   // The (flip-averaged) map in the compute type, with its per-row statistics.
-  void load(int64_t item, Scratch<acc_t>& s) const {
+  void load(int64_t item, Scratch<acc_t>& s, bool stats) const {
     const scalar_t* a = hm + item * h * w;
     acc_t* m = s.map.data();
     const scalar_t* b = nullptr;
@@ -289,7 +289,7 @@ struct CpuDecoder {
         for (int64_t x = 0; x < w; ++x)
           mr[x] = (static_cast<acc_t>(ar[x]) + static_cast<acc_t>(br[-x])) * acc_t(0.5);
       }
-      row_stats(mr, w, &s.mrow_max[y], &s.mrow_nan[y]);
+      if (stats) row_stats(mr, w, &s.mrow_max[y], &s.mrow_nan[y]);
     }
   }
 
@@ -305,11 +305,15 @@ struct CpuDecoder {
   }
 
   void one(int64_t item, const acc_t* g, const BlurPlan* plan, Scratch<acc_t>& s) const {
-    load(item, s);
+    // RSN reads the raw map only through the blur and one score pixel: a float map without flip is used in place.
     const acc_t* m = s.map.data();
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (mode == kModeRsn && !fl) m = hm + item * h * w;
+    }
+    if (m == s.map.data()) load(item, s, mode != kModeRsn);
     acc_t x_in, y_in, score;
     if (mode == kModeRsn) {
-      blur(*plan, g, s);
+      blur(*plan, g, s, m);
       const int64_t oc = plan->out_cols(), gw = plan->gw;
       const auto [i1, v1] = argmax_grid(*plan, s);
       const int64_t y1 = i1 / gw, x1 = i1 % gw;
@@ -330,7 +334,7 @@ struct CpuDecoder {
     } else {
       acc_t fx, fy;
       if (mode == kModeMegvii) {
-        blur(*plan, g, s);
+        blur(*plan, g, s, m);
         const acc_t ratio = mmpose_ratio(s);
         acc_t* b = s.out.data();
         for (int64_t y = 0; y < h; ++y) {
@@ -351,7 +355,7 @@ struct CpuDecoder {
           const int64_t x = bad ? -1 : idx % w, y = bad ? -1 : idx / w;
           fx = static_cast<acc_t>(x), fy = static_cast<acc_t>(y);
           if (dark_in_bounds(x, y, w, h)) {  // the blur only feeds the Newton step
-            blur(*plan, g, s);
+            blur(*plan, g, s, m);
             const acc_t ratio = mmpose_ratio(s);
             acc_t patch[25];  // the 5x5 neighbourhood of the rescaled blur that the step reads
             for (int dy = -2; dy <= 2; ++dy)

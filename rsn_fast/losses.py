@@ -45,7 +45,7 @@ class RSNLoss(nn.Module):
     Args:
         num_stages: S; the model gives S·4 outputs, index 4·s + u.
         num_levels: L, the number of target levels in the batch (4 or 5).
-        masking: "off" (default) or "mmpose".
+        masking: "off" (the official code; "official" is the same) or "mmpose".
         topk: OHKM's k (8); capped at K for sets with fewer keypoints.
         coarse_weight: weight of the three coarse units (0.25); the finest unit has weight 1.
 
@@ -63,8 +63,9 @@ class RSNLoss(nn.Module):
         coarse_weight: float = 0.25,
     ):
         super().__init__()
+        masking = "off" if masking == "official" else masking
         if masking not in ("off", "mmpose"):
-            raise ValueError(f"masking must be 'off' or 'mmpose', got {masking!r}")
+            raise ValueError(f"masking must be 'off' (= 'official') or 'mmpose', got {masking!r}")
         self.num_stages = num_stages
         self.num_levels = num_levels
         self.masking = masking

@@ -2,14 +2,16 @@
 
 Sizes come from the model section (``model.input_size``, (W, H)); the heatmap is a quarter of it.
 Augmentation recipes are nested sections; ``recipe`` picks which one is used, so switching recipes is one
-override (``--opt data.recipe=off``) and each recipe keeps its own exact parameters.
+override (``--opt data.recipe=official``) and each recipe keeps its own exact parameters.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-RECIPES = ("paper", "off", "mmpose")
+RECIPES = ("paper", "official", "mmpose")
+# YAML 1.1 reads a bare `off` as false, so the official recipe is spelled "official"; "off" is accepted quoted.
+_ALIASES = {"off": "official"}
 MM_MEAN_RGB = [123.675, 116.28, 103.53]
 MM_STD_RGB = [58.395, 57.12, 57.375]
 
@@ -101,20 +103,18 @@ class DataConfig:
     keypoints: str = "coco"  # coco | mpii | custom
     keypoint_set: CustomKeypoints = field(default_factory=CustomKeypoints)
 
-    recipe: str = "paper"  # paper | off | mmpose
+    recipe: str = "paper"  # paper | official | mmpose ("off" = official)
     paper: PaperRecipe = field(default_factory=PaperRecipe)
-    off: OffRecipe = field(default_factory=OffRecipe)
+    official: OffRecipe = field(default_factory=OffRecipe)
     mmpose: MMPoseRecipe = field(default_factory=MMPoseRecipe)
 
     color: str = "rgb"  # rgb | bgr (OFF-trained weights)
-    mean: list[float] | None = (
-        None  # 0-255 scale, in the input's channel order; None: MMPose/ImageNet stats
-    )
+    mean: list[float] | None = None  # 0-255 scale, in the input's channel order; None: MMPose/ImageNet stats
     std: list[float] | None = None
 
     target_kernels: list[int] | None = None  # None: [11,9,7,5] for 1 stage, [15,11,9,7,5] for more
     target_normalize: str = "global_max"  # global_max (OFF) | center (MMPose 1.x)
-    loss_masking: str = "off"  # off | mmpose (RSN_SPEC 10.3, 16.6)
+    loss_masking: str = "official"  # official | mmpose (RSN_SPEC 10.3, 16.6); "off" = official
 
     bad_image: str = "error"  # error | skip
     subset: int = 0  # use only the first N items (0 = all); handy for smoke runs
@@ -126,12 +126,14 @@ class DataConfig:
     prefetch_factor: int = 2
 
     def validate(self) -> None:
+        self.recipe = _ALIASES.get(self.recipe, self.recipe)
+        self.loss_masking = _ALIASES.get(self.loss_masking, self.loss_masking)
         choices = {
             "dataset": ("coco", "mpii"),
             "recipe": RECIPES,
             "color": ("rgb", "bgr"),
             "target_normalize": ("global_max", "center"),
-            "loss_masking": ("off", "mmpose"),
+            "loss_masking": ("official", "mmpose"),
             "bad_image": ("error", "skip"),
         }
         for key, allowed in choices.items():
@@ -172,7 +174,7 @@ class DataConfig:
         lo, hi = self.mmpose.scale_factor
         if not 0 < lo <= hi:
             _fail(f"data.mmpose.scale_factor: need 0 < low <= high, got {[lo, hi]}")
-        for sec in ("paper", "off", "mmpose"):
+        for sec in RECIPES:
             for k, v in vars(getattr(self, sec)).items():
                 if k.endswith("_prob") and not 0.0 <= v <= 1.0:
                     _fail(f"data.{sec}.{k}: {v} is not a probability in [0, 1]")

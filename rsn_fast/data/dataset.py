@@ -217,11 +217,6 @@ def build_dataset(cfg: Any, split: str, item_targets: bool = True) -> TopDownDat
     return TopDownDataset(_as_config(cfg), split, item_targets=item_targets)
 
 
-def _worker_init(worker_id: int) -> None:
-    # OpenCV's own thread pool inside forked workers oversubscribes the cores (and can deadlock).
-    cv2.setNumThreads(1)
-
-
 def build_dataloader(
     cfg: Any, split: str, distributed: bool = False, seed: int = 0
 ) -> tuple[DataLoader, DistributedSampler | None]:
@@ -246,6 +241,11 @@ def build_dataloader(
         sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
         rank = sampler.rank
     workers = d.workers
+    if workers > 0:
+        # OpenCV's thread pool is not fork-safe: a forked worker that touches a pool the parent had used
+        # deadlocks (seen: cv2.setNumThreads in the worker hangs in pthread_cond_destroy). Stopping the pool in
+        # the parent before the workers are forked avoids it; workers run one image per core anyway.
+        cv2.setNumThreads(1)
     generator = torch.Generator()
     # Different ranks must not draw the same augmentation for their shards.
     generator.manual_seed(seed + 1_000_003 * rank)
@@ -260,7 +260,6 @@ def build_dataloader(
         drop_last=train,
         persistent_workers=d.persistent_workers and workers > 0,
         prefetch_factor=d.prefetch_factor if workers > 0 else None,
-        worker_init_fn=_worker_init if workers > 0 else None,
         generator=generator,
     )
     return loader, sampler

@@ -162,8 +162,8 @@ def sample_train_params(
     """
     aspect = input_size[0] / input_size[1]
     recipe = data_cfg.recipe
-    if recipe == "off":
-        r = data_cfg.off
+    if recipe in ("official", "off"):
+        r = data_cfg.official
         center, size = box_to_center_size(box, (r.basic_ext, r.basic_ext))
         size = size * np.array([1.0 + rng.random() * r.random_ext[0], 1.0 + rng.random() * r.random_ext[1]])
         size = aspect_fit(size, aspect)
@@ -202,7 +202,7 @@ def sample_train_params(
         half = False
         if r.half_body_prob > 0 and _labelled(keypoints).sum() > 3 and rng.random() < r.half_body_prob:
             hb = _half_body_off(
-                rng, keypoints, _off_upper_body(kset, None), data_cfg.off.half_body_ext, aspect
+                rng, keypoints, _off_upper_body(kset, None), data_cfg.official.half_body_ext, aspect
             )
             if hb is not None:
                 (center, size), half = hb, True
@@ -215,7 +215,7 @@ def sample_train_params(
 
 def test_params(data_cfg: Any, box: Sequence[float], input_size: Sequence[int]) -> AugParams:
     """Validation/test crop: the recipe's test box extension, aspect fit, no rotation, no flip."""
-    ext = getattr(data_cfg, data_cfg.recipe).test_box_ext
+    ext = getattr(data_cfg, "official" if data_cfg.recipe == "off" else data_cfg.recipe).test_box_ext
     center, size = box_to_center_size(box, ext, input_size[0] / input_size[1])
     return AugParams(center, size, 0.0, False, False)
 

@@ -78,7 +78,7 @@ def test_crop_visibility_rule():
     np.testing.assert_array_equal(T.crop_visibility(kp, (96, 128)), [2, 1, 0, 0, 0, 0])
 
 
-@pytest.mark.parametrize("recipe", ["paper", "off", "mmpose"])
+@pytest.mark.parametrize("recipe", ["paper", "official", "mmpose"])
 def test_samplers_within_ranges_and_deterministic(recipe):
     cfg = load_config({"data": {"recipe": recipe}}).data
     kp = np.concatenate([np.random.uniform(50, 150, (17, 2)), np.full((17, 1), 2.0)], 1)
@@ -88,7 +88,7 @@ def test_samplers_within_ranges_and_deterministic(recipe):
     rng = np.random.default_rng()
     ps = [T.sample_train_params(rng, cfg, box, kp, COCO, (192, 256)) for _ in range(400)]
     rots = np.array([p.rotation for p in ps])
-    limit = {"paper": 45, "off": 45, "mmpose": 80}[recipe]
+    limit = {"paper": 45, "official": 45, "mmpose": 80}[recipe]
     assert np.abs(rots).max() <= limit and (rots != 0).mean() > 0.3
     flips = np.mean([p.flip for p in ps])
     assert 0.4 < flips < 0.6

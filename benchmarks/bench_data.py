@@ -97,6 +97,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--providers",
+        nargs="+",
+        default=["torch", "dali-cpu", "dali-gpu"],
+        help="torch (DataLoader workers) and the DALI twin on CPU/GPU (benchmarks/bench_data_dali.py)",
+    )
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads for the target timing (workers use 1)"
@@ -111,9 +117,16 @@ def main() -> None:
         if root is None:
             root = tmp
             generate(tmp, 160, 4, seed=0, width=640, height=480)
-        for w in a.workers:
-            ips = bench_loader(root, input_size, w, a.batches, a.batch_size)
-            rows.append(("loader", f"workers={w}", f"{ips:.1f} img/s"))
+        if "torch" in a.providers:
+            for w in a.workers:
+                ips = bench_loader(root, input_size, w, a.batches, a.batch_size)
+                rows.append(("loader", f"workers={w}", f"{ips:.1f} img/s"))
+        dali = [p for p in a.providers if p.startswith("dali")]
+        if dali:
+            from benchmarks.bench_data_dali import run_providers
+
+            # DALI threads = the largest worker count, so both pipelines get the same CPU share.
+            rows += run_providers(dali, root, input_size, max(a.workers), a.batch_size, a.batches)
     for kernels in ([11, 9, 7, 5], [15, 11, 9, 7, 5]):
         tb, tl = bench_targets(a.batch_size, 17, heatmap, kernels, a.repeats)
         rows.append(

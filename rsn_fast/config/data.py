@@ -88,6 +88,17 @@ class MMPoseRecipe:
 
 
 @dataclass
+class DaliOptions:
+    """NVIDIA DALI pipeline options (``data.backend: dali``; rsn_fast.data.dali)."""
+
+    device: str = "auto"  # auto (gpu when CUDA is available) | gpu | cpu (device_id=None, CPU operators)
+    threads: int = 4  # DALI CPU threads (the counterpart of data.workers)
+    prefetch: int = 2  # prefetch queue depth, in batches
+    dtype: str = "fp32"  # fp32 | fp16 image output
+    layout: str = "nchw"  # nchw | nhwc (same (N,3,H,W) shape, channels-last memory)
+
+
+@dataclass
 class DataConfig:
     """Where the data comes from, how it is augmented, encoded and loaded."""
 
@@ -124,6 +135,8 @@ class DataConfig:
     pin_memory: bool = True
     persistent_workers: bool = True
     prefetch_factor: int = 2
+    backend: str = "torch"  # torch (DataLoader + OpenCV) | dali (NVIDIA DALI twin, rsn_fast.data.dali)
+    dali: DaliOptions = field(default_factory=DaliOptions)
 
     def validate(self) -> None:
         self.recipe = _ALIASES.get(self.recipe, self.recipe)
@@ -135,6 +148,7 @@ class DataConfig:
             "target_normalize": ("global_max", "center"),
             "loss_masking": ("official", "mmpose"),
             "bad_image": ("error", "skip"),
+            "backend": ("torch", "dali"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -164,6 +178,16 @@ class DataConfig:
             _fail("data.dets_file: needed when data.use_gt_boxes_for_val is false")
         if self.workers < 0 or self.batch_size < 1 or self.val_batch_size < 1:
             _fail("data.workers must be >= 0 and data.batch_size / data.val_batch_size >= 1")
+        dali_choices = {
+            "device": ("auto", "gpu", "cpu"),
+            "dtype": ("fp32", "fp16"),
+            "layout": ("nchw", "nhwc"),
+        }
+        for key, allowed in dali_choices.items():
+            if getattr(self.dali, key) not in allowed:
+                _fail(f"data.dali.{key}: {getattr(self.dali, key)!r} is not one of {list(allowed)}")
+        if self.dali.threads < 1 or self.dali.prefetch < 1:
+            _fail("data.dali.threads and data.dali.prefetch must be >= 1")
         if self.prefetch_factor < 1:
             _fail("data.prefetch_factor must be >= 1")
         if self.subset < 0:

@@ -12,6 +12,7 @@ Test hooks (environment variables, used by tests/engine):
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -29,7 +30,13 @@ from rsn_fast.engine import checkpoint as ckpt
 from rsn_fast.engine.distributed import DistInfo, all_gather_objects, barrier, get_info
 from rsn_fast.engine.optim import build_optimizer, build_scheduler, iters_for
 from rsn_fast.engine.run_log import RunLogger
-from rsn_fast.engine.sampling import ResumableSampler, SeededDataset, collate_for, limit_cv2_threads
+from rsn_fast.engine.sampling import (
+    ResumableSampler,
+    SeededDataset,
+    collate_for,
+    limit_cv2_threads,
+    sample_seed,
+)
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,6 +59,15 @@ def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataL
         dataset = build_dataset(cfg, "train", item_targets=False)
     seed = cfg.train.seed
     sampler = ResumableSampler(len(dataset), cfg.data.batch_size, info.rank, info.world_size, seed=seed)
+    if cfg.data.backend == "dali":
+        # The DALI twin draws each sample's parameters with the same (seed, epoch, index) rule, so the two
+        # pipelines are interchangeable and resume stays exact.
+        from rsn_fast.data.dali import build_dali_loader
+
+        loader, _ = build_dali_loader(
+            cfg, "train", sampler=sampler, seed_fn=functools.partial(sample_seed, seed), dataset=dataset
+        )
+        return loader, sampler
     workers = cfg.data.workers
     kwargs: dict[str, Any] = {}
     if workers > 0:

@@ -218,9 +218,11 @@ def test_short_training_run_on_dali_cpu_batches(synthetic_dir, tmp_path, monkeyp
     """The engine's Trainer, fed by the DALI CPU loader through its resumable sampler and per-sample seeds."""
     import rsn_fast.engine.trainer as trainer_mod
 
+    data = synthetic_cfg(synthetic_dir, recipe="official")
+    data["data"] = {**data["data"], "backend": "dali", "dali": {"device": "cpu", "threads": 2}}
     cfg = load_config(
         {
-            **synthetic_cfg(synthetic_dir, recipe="official"),
+            **data,
             "model": {
                 "input_size": [64, 64],
                 "num_blocks": [1, 1, 1, 1],
@@ -239,17 +241,6 @@ def test_short_training_run_on_dali_cpu_batches(synthetic_dir, tmp_path, monkeyp
         }
     )
 
-    def dali_train_loader(cfg, info, dataset=None):
-        # The change the engine's build_train_loader needs for data.backend: dali.
-        dataset = build_dataset(cfg, "train", item_targets=False)
-        seed = cfg.train.seed
-        sampler = ResumableSampler(len(dataset), cfg.data.batch_size, info.rank, info.world_size, seed=seed)
-        loader, _ = build_dali_loader(
-            cfg, "train", sampler=sampler, seed_fn=functools.partial(sample_seed, seed), dataset=dataset
-        )
-        return loader, sampler
-
-    monkeypatch.setattr(trainer_mod, "build_train_loader", dali_train_loader)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: OpenMP threads only contend on a shared 2-core machine
     try:

@@ -12,20 +12,25 @@ BUILD_HINT = (
 )
 
 
-# A module global, not functools.lru_cache: torch.compile traces these helpers (backend choice) and warns about
-# lru_cache wrappers, which it does not honour.
+# Module globals, not functools.lru_cache: torch.compile traces these helpers (backend choice) and warns about
+# lru_cache wrappers, which it does not honour. The extension's facts are read once, at load, into plain Python
+# values: dynamo cannot trace a call into the pybind module, so the helpers below must not make one.
 _LOADED: tuple | None = None
+_HAS_CUDA = False
+_ARCHS: list[str] = []
 
 
 def load_extension():
     """Import ``rsn_fast._C`` once. Returns (module or None, error message or None)."""
-    global _LOADED
+    global _LOADED, _HAS_CUDA, _ARCHS
     if _LOADED is None:
         try:
             import torch  # noqa: F401  (_C links against libc10/libtorch, which torch's import loads)
 
             from rsn_fast import _C  # noqa: F401  (registers torch.ops.rsn_fast.*)
 
+            _HAS_CUDA = bool(getattr(_C, "with_cuda", lambda: False)())
+            _ARCHS = [a for a in getattr(_C, "cuda_archs", lambda: "")().split(";") if a]
             _LOADED = (_C, None)
         except Exception as e:  # ImportError, or an undefined symbol from a torch mismatch
             _LOADED = (None, f"{type(e).__name__}: {e}")
@@ -46,12 +51,10 @@ def require_extension():
 
 def extension_cuda_archs() -> list[str]:
     """The CUDA archs the extension was compiled for ([] when it was built without CUDA)."""
-    mod, _ = load_extension()
-    if mod is None or not hasattr(mod, "cuda_archs"):
-        return []
-    return [a for a in mod.cuda_archs().split(";") if a]
+    load_extension()
+    return list(_ARCHS)
 
 
 def extension_has_cuda() -> bool:
-    mod, _ = load_extension()
-    return bool(mod is not None and getattr(mod, "with_cuda", lambda: False)())
+    load_extension()
+    return _HAS_CUDA

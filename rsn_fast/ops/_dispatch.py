@@ -18,6 +18,10 @@ import torch
 
 from rsn_fast import _ext
 
+# Load the extension (or record why it is missing) now, outside any torch.compile trace: backend choice reads
+# only the cached facts, which dynamo can trace.
+_ext.load_extension()
+
 AUTO_ORDER = ("cuda", "triton", "reference")
 BACKENDS = ("cuda", "triton", "cpp", "reference")
 

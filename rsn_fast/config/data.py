@@ -124,6 +124,9 @@ class DataConfig:
     std: list[float] | None = None
 
     target_kernels: list[int] | None = None  # None: [11,9,7,5] for 1 stage, [15,11,9,7,5] for more
+    # Where training targets are drawn: auto (on the GPU when training on one, else in the loader workers) |
+    # workers | device. On the device the workers only send keypoints and the fused target kernels draw maps.
+    targets_on: str = "auto"
     target_normalize: str = "global_max"  # global_max (OFF) | center (MMPose 1.x)
     loss_masking: str = "official"  # official | mmpose (RSN_SPEC 10.3, 16.6); "off" = official
 
@@ -149,6 +152,7 @@ class DataConfig:
             "loss_masking": ("official", "mmpose"),
             "bad_image": ("error", "skip"),
             "backend": ("torch", "dali"),
+            "targets_on": ("auto", "workers", "device"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

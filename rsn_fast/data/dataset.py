@@ -171,10 +171,13 @@ class TopDownDataset(Dataset):
         return item
 
     def targets(self, keypoints: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """(N, K, 2) input-pixel keypoints → (N, L, K, Hh, Wh) targets (heatmap px = input px · Wh / W)."""
+        """(N, K, 2) input-pixel keypoints → (N, L, K, Hh, Wh) targets (heatmap px = input px · Wh / W).
+
+        Runs on the keypoints' device: the trainer calls it on the GPU when ``data.targets_on`` says so.
+        """
         sx = self.heatmap_size[0] / self.input_size[0]
         sy = self.heatmap_size[1] / self.input_size[1]
-        hm = keypoints * torch.tensor([sx, sy], dtype=keypoints.dtype)
+        hm = keypoints * keypoints.new_tensor([sx, sy])  # on the keypoints' device (GPU targets in training)
         return megvii_targets(hm, weights, self.heatmap_size, self.kernels, self.data_cfg.target_normalize)
 
 

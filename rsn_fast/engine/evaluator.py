@@ -84,9 +84,10 @@ def predict(
         with torch.autocast(device.type, dtype=_AMP_DTYPES.get(amp, torch.float32), enabled=amp != "off"):
             heat = net(img)
             heat_flip = net(img.flip(3)) if flip_pairs is not None else None
-        heat = _last(heat).float()
+        # fp16/bf16 heatmaps go to the decoder as they are: its kernels read them and compute in fp32.
+        heat = _last(heat)
         if heat_flip is not None:
-            heat_flip = _last(heat_flip).float()
+            heat_flip = _last(heat_flip)
         center = meta["center"].to(device=device, dtype=torch.float32)
         box_size = meta["box_size"].to(device=device, dtype=torch.float32)
         coords, scores = decode_heatmaps(

@@ -143,13 +143,17 @@ class ShardSampler(Sampler):
         return iter(self.indices)
 
 
-def collate_for(dataset) -> Any:
-    """The data package's batch collation (it builds training targets once per batch), else torch's default."""
+def collate_for(dataset, targets: bool = True) -> Any:
+    """The data package's batch collation, else torch's default.
+
+    With ``targets`` it builds the training targets once per batch in the worker; without, batches carry only
+    keypoints and weights and the trainer draws the targets on its device.
+    """
     try:
         from rsn_fast.data.dataset import collate_batch
     except ImportError:
         return default_collate
-    return functools.partial(collate_batch, dataset=dataset)
+    return functools.partial(collate_batch, dataset=dataset if targets else None)
 
 
 def limit_cv2_threads() -> None:

@@ -51,6 +51,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def targets_on_device(cfg: Config, info: DistInfo) -> bool:
+    """Whether the training step draws the target heatmaps on its device instead of the loader workers."""
+    where = cfg.data.targets_on
+    return where == "device" or (where == "auto" and info.device.type == "cuda")
+
+
 def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataLoader, ResumableSampler]:
     """The training loader: seeded samples (:class:`SeededDataset`) in :class:`ResumableSampler` order."""
     if dataset is None:
@@ -79,7 +85,7 @@ def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataL
         batch_size=cfg.data.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_for(dataset),
+        collate_fn=collate_for(dataset, targets=not targets_on_device(cfg, info)),
         pin_memory=cfg.data.pin_memory and info.device.type == "cuda",
         drop_last=True,
         # Worker base seeds come from this generator, not the global one: loader start-up must not
@@ -139,7 +145,10 @@ class Trainer:
         self.info = info = get_info()
         tc = cfg.train
         seed_everything(tc.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
-        self.loader, self.sampler = build_train_loader(cfg, info)
+        from rsn_fast.data import build_dataset
+
+        self.train_dataset = build_dataset(cfg, "train", item_targets=False)
+        self.loader, self.sampler = build_train_loader(cfg, info, self.train_dataset)
         self.iters_per_epoch = self.sampler.batches_per_epoch
         self.max_iters = iters_for(tc, self.iters_per_epoch)
         self.model, self.plain = build_model_for_training(cfg, info)
@@ -253,8 +262,11 @@ class Trainer:
         dev = self.info.device
         mem = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
         img = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=mem)
-        target = batch["target"].to(dev, non_blocking=True)
         weight = batch["target_weight"].to(dev, non_blocking=True)
+        if "target" in batch:
+            target = batch["target"].to(dev, non_blocking=True)
+        else:  # drawn here on the device (data.targets_on), by the fused megvii_targets kernels on a GPU
+            target = self.train_dataset.targets(batch["keypoints"].to(dev, non_blocking=True), weight)
         amp = self.cfg.train.amp
         with torch.autocast(dev.type, dtype=_AMP_DTYPES.get(amp, torch.float32), enabled=amp != "off"):
             outputs = self.model(img)

@@ -97,6 +97,16 @@ def test_single_process_resume_is_exact(tiny, tmp_path):
     assert os.path.isfile(os.path.join(cut, "config.yaml"))
 
 
+def test_targets_drawn_on_the_device_equal_worker_targets(tiny, tmp_path):
+    """data.targets_on: device (what a GPU run uses by default) trains exactly like targets drawn in workers."""
+    workers, device = str(tmp_path / "workers"), str(tmp_path / "device")
+    _ok(_train(tiny, workers, 1, "--opt", "train.max_iters=3", "data.targets_on=workers"))
+    _ok(_train(tiny, device, 1, "--opt", "train.max_iters=3", "data.targets_on=device"))
+    a = train_losses(os.path.join(workers, "log.jsonl"))
+    b = train_losses(os.path.join(device, "log.jsonl"))
+    assert sorted(a) == [1, 2, 3] and a == b
+
+
 def test_two_process_ddp_resume_after_killed_worker_is_exact(tiny, tmp_path):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     _ok(_train(tiny, full, 2))

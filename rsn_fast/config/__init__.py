@@ -110,6 +110,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping for section {tp.__name__}, got {value!r}")
         return from_dict(tp, value, where)
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads exponent floats without a dot (3e-4) as strings; accept any numeric string.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -18,9 +18,9 @@ import time
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(_REPO, "configs", "demo_synthetic.yaml")
 # Sizes used to make the data set when it is absent (the demo's measured AP/time assume these).
-DEMO_TRAIN_IMAGES = 600
-DEMO_VAL_IMAGES = 100
-DEMO_DIFFICULTY = 1
+DEMO_TRAIN_IMAGES = 2000
+DEMO_VAL_IMAGES = 200
+DEMO_DIFFICULTY = 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,9 +13,8 @@ other arguments to int32 scalars). ``test_every_kernel_has_a_case`` fails when a
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-
 import os
+from dataclasses import dataclass, field
 
 import pytest
 

@@ -163,7 +163,7 @@ def _unusable(provider: str, dev: torch.device) -> str | None:
 # ------------------------------------------------------------------------------------------------ CPU
 def _cpu_models(batch: int):
     from rsn_fast.models import build_model
-    from rsn_fast.nn import convert
+    from rsn_fast.nn import compile_for_cpu_inference, convert
 
     cfg = os.path.join(os.path.dirname(__file__), "..", "configs", "rsn18_coco_256x192.yaml")
     torch.manual_seed(0)
@@ -183,6 +183,9 @@ def _cpu_models(batch: int):
         traced = torch.jit.freeze(torch.jit.trace(copy.deepcopy(fused), x_cl, check_trace=False))
         traced = torch.jit.optimize_for_inference(traced)
     models["fused_folded_jit"] = (traced, x_cl)
+    # rsn_fast.nn.compile_for_cpu_inference: the folded model compiled by inductor with freezing (compiles at
+    # the warm-up call, ~30 s on 2 cores).
+    models["fused_folded_inductor"] = (compile_for_cpu_inference(eager_cl), x_cl)
     return models
 
 
@@ -230,7 +233,9 @@ def main() -> None:
     ap = common.base_parser(__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=None, help="48 on GPU, 32 on CPU")
     ap.add_argument(
-        "--cpu-providers", nargs="+", default=["eager_cl", "eager_nchw", "fused_folded", "fused_folded_jit"]
+        "--cpu-providers",
+        nargs="+",
+        default=["eager_cl", "eager_nchw", "fused_folded", "fused_folded_jit", "fused_folded_inductor"],
     )
     ap.add_argument("--rounds", type=int, default=5, help="CPU: interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")

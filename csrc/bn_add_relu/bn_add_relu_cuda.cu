@@ -3,28 +3,15 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/cuda_math.cuh"
+
 #include "bn_add_relu/bn_add_relu_cuda.h"
 
 namespace rsn_fast {
 namespace {
 
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+using cuda_math::from_f;
+using cuda_math::to_f;
 
 // One thread per element, grid-stride. Index type I is int32 when the tensor has < 2^31 elements (cheaper
 // division for the channel index), else int64.
@@ -38,11 +25,11 @@ __global__ void bn_add_relu_kernel(const T* __restrict__ x,         // (N, C, H,
   const I stride = static_cast<I>(blockDim.x) * static_cast<I>(gridDim.x);
   for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < numel; i += stride) {
     const I ch = kChannelsLast ? i % c : (i / hw) % c;
-    float v = fmaf(to_float(x[i]), __ldg(scale + ch), __ldg(shift + ch));
-    if (kResidual) v += to_float(residual[i]);
+    float v = fmaf(to_f(x[i]), __ldg(scale + ch), __ldg(shift + ch));
+    if (kResidual) v += to_f(residual[i]);
     // `v < 0 ? 0 : v` keeps NaN, like torch.relu (fmaxf would turn NaN into 0).
     if (relu) v = v < 0.f ? 0.f : v;
-    y[i] = from_float<T>(v);
+    y[i] = from_f<T>(v);
   }
 }
 

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "common/cuda_types.h"
+
 namespace rsn_fast {
 
 // Raised as c10::ValueError -> Python ValueError, with "<op>: <arg> ..." in the message.
@@ -31,6 +33,30 @@ inline void check_float_dtype(const at::Tensor& t, const char* op, const char* a
 // True when t is channels-last in memory but not also plain contiguous (C == 1 or H*W == 1 are both).
 inline bool use_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// The .cu launchers' element type for a supported float dtype (call check_float_dtype first).
+inline DType to_dtype(at::ScalarType st) {
+  return st == at::kFloat ? DType::kFloat32 : st == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
+}
+
+inline at::MemoryFormat format_of(const at::Tensor& t) {
+  return use_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// A 4-D CUDA feature map of a supported float dtype; `like` (if given) fixes shape, dtype and device.
+inline void check_cuda_map(const at::Tensor& t, const char* op, const char* name, const at::Tensor* like = nullptr,
+                           const char* like_name = "") {
+  check_ndim(t, 4, op, name);
+  RSN_CHECK_ARG(t.is_cuda(), op, name, "must be a CUDA tensor, got ", t.device());
+  check_float_dtype(t, op, name);
+  if (like != nullptr) {
+    RSN_CHECK_ARG(t.sizes() == like->sizes(), op, name, "must have the shape of '", like_name, "' ",
+                  like->sizes(), ", got ", t.sizes());
+    RSN_CHECK_ARG(t.scalar_type() == like->scalar_type(), op, name, "must have the dtype of '", like_name, "' (",
+                  like->scalar_type(), "), got ", t.scalar_type());
+    check_same_device(t, *like, op, name, like_name);
+  }
 }
 
 }  // namespace rsn_fast

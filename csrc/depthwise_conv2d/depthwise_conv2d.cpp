@@ -26,10 +26,6 @@ namespace {
 
 constexpr const char* kOp = "rsn_fast::depthwise_conv2d";
 
-DType to_dtype(at::ScalarType st) {
-  return st == at::kFloat ? DType::kFloat32 : st == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
-}
-
 void check_args(const at::Tensor& x, const at::Tensor& weight, int64_t pad) {
   check_ndim(x, 4, kOp, "x");
   check_float_dtype(x, kOp, "x");

@@ -32,26 +32,8 @@ namespace {
 
 constexpr const char* kOp = "rsn_fast::prm_gate";
 
-DType to_dtype(at::ScalarType st) {
-  return st == at::kFloat ? DType::kFloat32 : st == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
-}
-
-at::MemoryFormat format_of(const at::Tensor& t) {
-  return use_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
-// A 4-D CUDA feature map of a supported dtype; `like` (if given) fixes shape, dtype and device.
 void check_map(const at::Tensor& t, const char* name, const at::Tensor* like = nullptr, const char* like_name = "") {
-  check_ndim(t, 4, kOp, name);
-  RSN_CHECK_ARG(t.is_cuda(), kOp, name, "must be a CUDA tensor, got ", t.device());
-  check_float_dtype(t, kOp, name);
-  if (like != nullptr) {
-    RSN_CHECK_ARG(t.sizes() == like->sizes(), kOp, name, "must have the shape of '", like_name, "' ",
-                  like->sizes(), ", got ", t.sizes());
-    RSN_CHECK_ARG(t.scalar_type() == like->scalar_type(), kOp, name, "must have the dtype of '", like_name, "' (",
-                  like->scalar_type(), "), got ", t.scalar_type());
-    check_same_device(t, *like, kOp, name, like_name);
-  }
+  check_cuda_map(t, kOp, name, like, like_name);
 }
 
 // A float32 tensor with `numel` elements on ref's device (per-channel vectors, per-pixel maps); contiguous copy.

@@ -38,25 +38,8 @@ namespace {
 
 constexpr const char* kOp = "rsn_fast::rsb";
 
-DType to_dtype(at::ScalarType st) {
-  return st == at::kFloat ? DType::kFloat32 : st == at::kHalf ? DType::kFloat16 : DType::kBFloat16;
-}
-
-at::MemoryFormat format_of(const at::Tensor& t) {
-  return use_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-}
-
 void check_map(const at::Tensor& t, const char* name, const at::Tensor* like = nullptr, const char* like_name = "") {
-  check_ndim(t, 4, kOp, name);
-  RSN_CHECK_ARG(t.is_cuda(), kOp, name, "must be a CUDA tensor, got ", t.device());
-  check_float_dtype(t, kOp, name);
-  if (like != nullptr) {
-    RSN_CHECK_ARG(t.sizes() == like->sizes(), kOp, name, "must have the shape of '", like_name, "' ",
-                  like->sizes(), ", got ", t.sizes());
-    RSN_CHECK_ARG(t.scalar_type() == like->scalar_type(), kOp, name, "must have the dtype of '", like_name, "' (",
-                  like->scalar_type(), "), got ", t.scalar_type());
-    check_same_device(t, *like, kOp, name, like_name);
-  }
+  check_cuda_map(t, kOp, name, like, like_name);
 }
 
 // Optional float32 vector with `numel` elements on ref's device: a contiguous copy, or an undefined tensor.

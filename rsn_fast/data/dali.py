@@ -28,7 +28,6 @@ import collections
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -48,7 +47,6 @@ __all__ = [
     "build_dali_loader",
     "dali_available",
     "dali_matrix",
-    "dali_options",
     "image_size",
 ]
 
@@ -56,9 +54,6 @@ DALI_INSTALL_HINT = (
     "pip install nvidia-dali-cuda130 (CUDA 13; nvidia-dali-cuda120 for CUDA 12), or pip install '.[dali]'; "
     "the bare 'nvidia-dali' package on PyPI is only a placeholder"
 )
-
-# Defaults of the ``data.dali`` config section, used when the config has no such section.
-_DEFAULT_OPTIONS = SimpleNamespace(device="auto", threads=4, prefetch=2, dtype="fp32", layout="nchw")
 
 
 class DaliNotInstalledError(ImportError):
@@ -82,17 +77,6 @@ def _import_dali() -> tuple[Any, Any, Any]:
     except ImportError as e:
         raise DaliNotInstalledError(f"data.backend: dali needs NVIDIA DALI ({e}): {DALI_INSTALL_HINT}") from e
     return fn, types, pipeline_def
-
-
-def dali_options(data_cfg: Any) -> SimpleNamespace:
-    """The ``data.dali`` options (device, threads, prefetch, dtype, layout), defaults filled in."""
-    opts = SimpleNamespace(**vars(_DEFAULT_OPTIONS))
-    section = getattr(data_cfg, "dali", None)
-    if section is not None:
-        for k in vars(opts):
-            if hasattr(section, k):
-                setattr(opts, k, getattr(section, k))
-    return opts
 
 
 def dali_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -448,7 +432,7 @@ def build_dali_loader(
     _import_dali()  # fail early, naming the package to install
     cfg = _as_config(cfg)
     d = cfg.data
-    opts = dali_options(d)
+    opts = d.dali  # DaliOptions (rsn_fast/config/data.py)
     device = opts.device
     if device == "auto":
         device = "gpu" if torch.cuda.is_available() else "cpu"

@@ -232,7 +232,7 @@ def build_dataloader(
     """
     cfg = _as_config(cfg)
     d = cfg.data
-    if getattr(d, "backend", "torch") == "dali":
+    if d.backend == "dali":
         from rsn_fast.data.dali import build_dali_loader  # the DALI twin (same batches, order and shards)
 
         return build_dali_loader(cfg, split, distributed=distributed, seed=seed)  # type: ignore[return-value]

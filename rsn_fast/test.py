@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation; returns the exit code (0 ok, 2 bad config, 1 error)."""
+    """Run the evaluation; returns the exit code (0 ok, 2 bad config, 1 error, e.g. an unreadable checkpoint)."""
     args = parse_args(argv)
     from rsn_fast.config import ConfigError, load_config
     from rsn_fast.engine.distributed import cleanup, init_distributed
@@ -50,8 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     info = init_distributed(args.device)
+    from rsn_fast.models.checkpoint import CheckpointError
+
     try:
         metrics = run(cfg, args.checkpoint, args.out, progress=not args.no_progress)
+    except CheckpointError as e:  # names the file and the reason (truncated, not a checkpoint, ...)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1
@@ -73,7 +78,7 @@ def run(cfg, checkpoint: str, out_json: str | None = None, progress: bool = True
 
     info = get_info()
     model = build_model(cfg)
-    load_model_weights(model, checkpoint)
+    load_model_weights(model, checkpoint, cfg=cfg)
     model = model.to(info.device).eval()
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

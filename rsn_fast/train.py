@@ -5,12 +5,21 @@ Also ``python rsn_fast/train.py ...`` or ``python -m rsn_fast.train ...`` for on
 Options:
   --config PATH         the YAML config (required)
   --opt KEY=VALUE ...   config overrides, e.g. ``--opt train.max_iters=1000 data.batch_size=16``
-  --resume [auto|PATH]  continue from a checkpoint; "auto" (or no value) takes the newest one of the run folder.
-                        Under torchrun, a restarted job (``--max-restarts``) resumes automatically.
+  --resume [auto|PATH]  continue from a checkpoint; "auto" (or no value) takes the newest readable one of the run
+                        folder (unreadable newer ones are skipped with a warning naming them; if there are
+                        checkpoints but none is readable, it stops). Under torchrun, a restarted job
+                        (``--max-restarts``) resumes automatically.
+  --overwrite [move|delete]  start over in a run folder that holds a previous run: move it aside to
+                        ``<folder>.old-<time>`` (default) or delete it. Without --resume or --overwrite such a
+                        folder is refused before anything is touched.
   --work-dir DIR        the run folder (default: <train.work_dir>/<config name>)
   --device auto|cpu|cuda
 
-Exit codes: 0 done, 2 bad config, 3 non-finite loss, 1 other errors.
+SIGINT (Ctrl-C) or SIGTERM: the current iteration is finished and checkpointed, the resume command is printed,
+and the exit code is 130 / 143; a second signal exits at once (checkpoints are written atomically).
+
+Exit codes: 0 done, 1 other errors (e.g. an unreadable checkpoint, named with the reason), 2 bad config or a
+run folder that holds a previous run, 3 non-finite loss, 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -33,10 +42,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--resume", nargs="?", const="auto", default=None, help="auto (default) or a checkpoint path"
     )
+    p.add_argument(
+        "--overwrite",
+        nargs="?",
+        const="move",
+        default=None,
+        choices=["move", "delete"],
+        help="start over in a run folder that holds a previous run: move it aside (default) or delete it",
+    )
     p.add_argument("--work-dir", default=None, help="run folder")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resume and args.overwrite:
+        p.error("--resume and --overwrite exclude each other")
+    return args
 
 
 def run_dir_for(cfg, work_dir: str | None, config_path: str) -> str:
@@ -58,14 +78,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     info = init_distributed(args.device)
+    from rsn_fast.engine.distributed import broadcast_object
+    from rsn_fast.engine.interrupts import ImmediateExit, TrainingInterrupted, exit_code_for
+    from rsn_fast.engine.run_folder import RunFolderError, command_line, prepare
     from rsn_fast.engine.trainer import NonFiniteLossError, Trainer
+    from rsn_fast.models.checkpoint import CheckpointError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     run_dir = run_dir_for(cfg, args.work_dir, args.config)
     resume = args.resume
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume = "auto"  # torchrun restarted the job after a failure: continue from the last checkpoint
-    code = 0
+    # Rank 0 alone looks at (and may move) the folder; every rank gets its verdict.
+    verdict: tuple[int, str] = (0, "")
+    if info.is_main:
+        try:
+            verdict = (0, prepare(run_dir, resume, args.overwrite, argv))
+        except RunFolderError as e:
+            verdict = (2, str(e))
+    code, note = broadcast_object(verdict)
+    if code:
+        if info.is_main:
+            print(f"error: {note}", file=sys.stderr)
+        cleanup()
+        return code
+    if note and info.is_main:
+        print(note, flush=True)
     trainer = None
+    agreed_stop = False
     try:
         trainer = Trainer(cfg, run_dir, resume=resume, progress=not args.no_progress)
         result = trainer.fit()
@@ -74,17 +114,37 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"finished at iteration {result['iteration']}" + (f", AP {ap:.4f}" if ap is not None else "")
             )
+    except TrainingInterrupted as e:
+        code, agreed_stop = exit_code_for(e.signum), True
+        if info.is_main:
+            print(
+                f"stopped after iteration {e.iteration}; checkpoint {e.path}\n"
+                f"resume with: {command_line(argv, add='--resume auto')}",
+                flush=True,
+            )
+    except ImmediateExit as e:
+        code = exit_code_for(e.signum)
+        print(
+            f"{e} (rank {info.rank}); checkpoints are written atomically, none is half-written",
+            file=sys.stderr,
+        )
+    except KeyboardInterrupt:  # before the handlers are installed (start-up) or after they are removed
+        code = 130
+        print("interrupted", file=sys.stderr)
     except NonFiniteLossError as e:
         print(f"error (rank {info.rank}): {e}", file=sys.stderr)
         code = 3
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 1
     except Exception:
         traceback.print_exc()
         code = 1
     finally:
         if trainer is not None:
             trainer.close()
-    if code in (0, 3):  # every rank reaches here together (a NaN is seen on all ranks after the all-reduce)
-        cleanup()
+    if code in (0, 3) or agreed_stop:
+        cleanup()  # every rank reaches here together (a NaN or an agreed stop is seen on all ranks)
     return code
 
 

@@ -21,6 +21,9 @@ class RunLogger:
         tensorboard: write TensorBoard event files.
         total: number of iterations, for the progress bar; ``start`` is where it starts (resume).
         progress: show the tqdm bar (on stderr).
+        purge_step: on resume, the first iteration that will be logged again (checkpoint iteration + 1):
+            TensorBoard drops the earlier attempt's scalars from this step on, so replayed iterations are not
+            shown twice. :func:`continue_log` does the same for log.jsonl.
     """
 
     def __init__(
@@ -31,6 +34,7 @@ class RunLogger:
         total: int = 0,
         start: int = 0,
         progress: bool = True,
+        purge_step: int | None = None,
     ):
         self.enabled = enabled
         self.run_dir = run_dir
@@ -45,7 +49,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(run_dir, "tb"))
+                self._tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=purge_step)
             except Exception as e:  # TensorBoard is optional at run time
                 self.info(f"TensorBoard disabled: {e}")
         if progress and total > 0:
@@ -114,6 +118,53 @@ def _jsonable(x: Any) -> Any:
         return float(x)
     except Exception:
         return str(x)
+
+
+def _row_iteration(row: dict) -> int:
+    """The iteration a log.jsonl row belongs to (-1 for rows without one, e.g. messages)."""
+    for key in ("iter", "eval_iter"):
+        if isinstance(row.get(key), (int, float)):
+            return int(row[key])
+    return -1
+
+
+def continue_log(run_dir: str, iteration: int) -> int:
+    """Make ``<run_dir>/log.jsonl`` end at ``iteration`` before a run continues from that iteration.
+
+    Everything from the first row of a later iteration on (an interrupted attempt's rows after its last
+    checkpoint, which the resumed run logs again) moves to ``log.replaced.jsonl`` (appended, so nothing is
+    lost); the rewrite is atomic. A torn last line (a process killed mid-write) moves there too. Returns the
+    number of rows moved.
+    """
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.readlines()
+    cut = len(lines)
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            cut = i
+            break
+        if _row_iteration(row) > iteration:
+            cut = i
+            break
+    moved = [ln if ln.endswith("\n") else ln + "\n" for ln in lines[cut:] if ln.strip()]
+    if not moved:
+        return 0
+    with open(os.path.join(run_dir, "log.replaced.jsonl"), "a") as f:
+        f.writelines(moved)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(lines[:cut])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(moved)
 
 
 def read_jsonl(path: str) -> list[dict]:

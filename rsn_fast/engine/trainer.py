@@ -3,7 +3,11 @@
 Exact resume: the data order is a function of (seed, epoch) and each sample's augmentation of (seed, epoch,
 index) (:mod:`rsn_fast.engine.sampling`); a checkpoint stores model, optimizer, scheduler, GradScaler, the
 iteration (from which the epoch and the batch offset inside it follow) and every rank's RNG states. So a run
-that stops and resumes logs the same losses as one that does not.
+that stops and resumes logs the same losses as one that does not. On resume, log.jsonl and TensorBoard continue
+from the checkpoint's iteration (the interrupted attempt's later rows are set aside, not duplicated).
+
+Stopping: SIGINT/SIGTERM finish the current iteration, all ranks agree (:mod:`rsn_fast.engine.interrupts`), a
+checkpoint is written and :class:`TrainingInterrupted` is raised; ``train.py`` exits with 130/143.
 
 Test hooks (environment variables, used by tests/engine):
   RSN_FAST_TEST_KILL_AT_ITER=k   after iteration k, the last rank SIGKILLs itself once per run folder.
@@ -28,8 +32,9 @@ from rsn_fast import __version__
 from rsn_fast.config import Config, save_config, to_dict
 from rsn_fast.engine import checkpoint as ckpt
 from rsn_fast.engine.distributed import DistInfo, all_gather_objects, barrier, get_info
+from rsn_fast.engine.interrupts import StopRequest, TrainingInterrupted, ignore_stop_signals_in_worker
 from rsn_fast.engine.optim import build_optimizer, build_scheduler, iters_for
-from rsn_fast.engine.run_log import RunLogger
+from rsn_fast.engine.run_log import RunLogger, continue_log
 from rsn_fast.engine.sampling import (
     ResumableSampler,
     SeededDataset,
@@ -91,6 +96,7 @@ def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataL
         # Worker base seeds come from this generator, not the global one: loader start-up must not
         # shift the training process's RNG (augmentation seeds come from SeededDataset anyway).
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=ignore_stop_signals_in_worker if workers > 0 else None,
         **kwargs,
     )
     return loader, sampler
@@ -135,7 +141,8 @@ class Trainer:
     Args:
         cfg: the resolved config.
         run_dir: the run folder (log.jsonl, config.yaml, tb/, checkpoints/).
-        resume: a checkpoint path, "auto" (the newest in run_dir, if any) or None.
+        resume: a checkpoint path, "auto" (the newest readable one in run_dir, if any; unreadable newer ones
+            are skipped with a warning naming them, and an error is raised if none is readable) or None.
         progress: show a progress bar on rank 0.
     """
 
@@ -161,11 +168,18 @@ class Trainer:
         self.iteration = 0
         self.best_ap = -math.inf
         self.skipped_steps = 0
+        self.skipped_images = 0
+        self.checkpoints_written: list[int] = []  # iterations checkpointed by this run (retention order)
+        self.last_checkpoint: str | None = None
         seed_everything(tc.seed + 1000 * info.rank + 1)  # distinct per-rank streams from here on
+        warnings: list[str] = []
         if resume == "auto":
-            resume = ckpt.find_latest(run_dir)
+            resume, skipped = ckpt.find_resumable(run_dir)
+            warnings = [f"warning: skipping unreadable checkpoint {e}" for e in skipped]
         if resume:
             self._load(resume)
+            self.last_checkpoint = resume
+        moved = continue_log(run_dir, self.iteration) if info.is_main else 0
         self.log = RunLogger(
             run_dir,
             enabled=info.is_main,
@@ -173,11 +187,19 @@ class Trainer:
             total=self.max_iters,
             start=self.iteration,
             progress=progress,
+            purge_step=self.iteration + 1 if resume else None,
         )
         if info.is_main:
             save_config(cfg, os.path.join(run_dir, "config.yaml"))
+            for w in warnings:
+                self.log.info(w)
             if resume:
                 self.log.info(f"resumed from {resume} at iteration {self.iteration}")
+            if moved:
+                self.log.info(
+                    f"log.jsonl continues from iteration {self.iteration}: {moved} later row(s) of the "
+                    "interrupted attempt moved to log.replaced.jsonl"
+                )
             self.log.info(
                 f"training {cfg.name}: {self.max_iters} iterations, {self.iters_per_epoch} per epoch, "
                 f"{info.world_size} process(es) × batch {cfg.data.batch_size} on {info.device}"
@@ -199,6 +221,7 @@ class Trainer:
             "world_size": self.info.world_size,
             "best_ap": self.best_ap,
             "skipped_steps": self.skipped_steps,
+            "skipped_images": self.skipped_images,
             "rng": rng,
             "config": to_dict(self.cfg),
         }
@@ -210,13 +233,17 @@ class Trainer:
                 ckpt.atomic_save(state, ckpt.best_path(self.run_dir))
             else:
                 path = ckpt.save_iter_checkpoint(
-                    state, self.run_dir, self.iteration, self.cfg.train.keep_last
+                    state, self.run_dir, self.iteration, self.cfg.train.keep_last, self.checkpoints_written
                 )
                 self.log.record({"checkpoint": path, "iter": self.iteration})
+        if not best:
+            self.checkpoints_written.append(self.iteration)
+            self.last_checkpoint = os.path.join(self.run_dir, ckpt.CKPT_DIR, f"iter_{self.iteration:08d}.pth")
         barrier()  # nobody runs ahead (or dies) while rank 0 is still writing
 
     def _load(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = ckpt.read_checkpoint(path)  # names the file and the reason if it cannot be used
+        ckpt.check_fits(self.plain, state, path, self.cfg)
         self.plain.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -224,6 +251,7 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.best_ap = float(state.get("best_ap", -math.inf))
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.skipped_images = int(state.get("skipped_images", 0))
         rng = state.get("rng") or []
         if len(rng) == self.info.world_size:
             ckpt.set_rng_state(rng[self.info.rank])
@@ -287,16 +315,51 @@ class Trainer:
         self.scheduler.step()
         return loss.detach(), parts
 
-    def _reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], skipped: int) -> dict[str, float]:
+        """Losses averaged over ranks; ``skipped_images``: images skipped in this global batch (a sum)."""
         names = ["loss", *parts.keys()]
         vec = torch.stack([loss.float(), *[p.detach().float() for p in parts.values()]])
+        vec = torch.cat([vec, vec.new_tensor([float(skipped)])])
         if self.info.distributed:
             torch.distributed.all_reduce(vec, op=torch.distributed.ReduceOp.SUM)
-            vec /= self.info.world_size
-        return dict(zip(names, vec.cpu().tolist()))
+            vec[:-1] /= self.info.world_size
+        values = vec.cpu().tolist()
+        out = dict(zip(names, values[:-1]))
+        out["skipped_images"] = values[-1]
+        return out
+
+    def _nonfinite(self, loss: float) -> NonFiniteLossError:
+        if self.last_checkpoint is not None:
+            where = f"The last good checkpoint is {self.last_checkpoint}"
+        else:
+            where = (
+                "No checkpoint was written yet (the first is due at iteration "
+                f"{self.cfg.train.checkpoint_interval})"
+            )
+        msg = f"non-finite loss ({loss}) at iteration {self.iteration}; stopping. {where}"
+        self.log.record({"iter": self.iteration, "error": msg})
+        return NonFiniteLossError(msg)
+
+    def _interrupted(self, signum: int, saved: bool) -> TrainingInterrupted:
+        """Checkpoint the finished iteration (unless just done) and say where it is."""
+        if not saved:
+            self.save_checkpoint()
+        msg = f"stopped on {signal.Signals(signum).name} after iteration {self.iteration}"
+        self.log.record({"msg": f"{msg}; checkpoint {self.last_checkpoint}"})  # train.py prints it
+        return TrainingInterrupted(signum, self.iteration, self.last_checkpoint)
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``max_iters``; returns the final metrics (and raises NonFiniteLossError on NaN/inf)."""
+        """Train to ``max_iters``; returns the final metrics.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN/inf.
+            TrainingInterrupted: SIGINT/SIGTERM; the iteration was finished and checkpointed.
+            ImmediateExit: a second stop signal (nothing half-written is left under a checkpoint name).
+        """
+        with StopRequest() as stop:
+            return self._fit(stop)
+
+    def _fit(self, stop: StopRequest) -> dict[str, Any]:
         tc = self.cfg.train
         kill_at = _env_int("RSN_FAST_TEST_KILL_AT_ITER")
         imgs_per_iter = self.cfg.data.batch_size * self.info.world_size
@@ -310,16 +373,12 @@ class Trainer:
                 data_window += time.perf_counter() - t_data
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss, parts = self._step(batch)
-                values = self._reduce(loss, parts)
+                values = self._reduce(loss, parts, int(batch.get("skipped", 0)))
+                self.skipped_images += int(values.pop("skipped_images"))
                 self.iteration += 1
                 n_window += 1
                 if not math.isfinite(values["loss"]):
-                    msg = (
-                        f"non-finite loss ({values['loss']}) at iteration {self.iteration}; stopping. "
-                        f"The last good checkpoint is in {os.path.join(self.run_dir, ckpt.CKPT_DIR)}"
-                    )
-                    self.log.record({"iter": self.iteration, "error": msg})
-                    raise NonFiniteLossError(msg)
+                    raise self._nonfinite(values["loss"])
                 self.log.progress(1, loss=f"{values['loss']:.3f}", lr=f"{lr:.2e}")
                 last = self.iteration == self.max_iters
                 if self.iteration % tc.log_interval == 0 or last or self.iteration == 1:
@@ -332,6 +391,7 @@ class Trainer:
                         "img_s": imgs_per_iter * n_window / max(dt, 1e-9),
                         "data_time": data_window / n_window,
                         "skipped_steps": self.skipped_steps,
+                        "skipped_images": self.skipped_images,
                     }
                     self.log.record(row)
                     self.log.scalars(
@@ -340,8 +400,12 @@ class Trainer:
                         prefix="train/",
                     )
                     t_window, n_window, data_window = time.perf_counter(), 0, 0.0
-                if self.iteration % tc.checkpoint_interval == 0 or last:
+                saved = self.iteration % tc.checkpoint_interval == 0 or last
+                if saved:
                     self.save_checkpoint()
+                signum = stop.agreed(self.info.distributed)  # every rank stops after the same iteration
+                if signum is not None:
+                    raise self._interrupted(signum, saved)
                 if tc.eval_interval and self.iteration % tc.eval_interval == 0 and not last:
                     self.evaluate()
                 if kill_at is not None and self.iteration == kill_at:
@@ -351,7 +415,10 @@ class Trainer:
                 t_data = time.perf_counter()
         if tc.eval_at_end:
             metrics = self.evaluate()
-        self.log.info(f"done: {self.iteration} iterations, {self.skipped_steps} fp16 steps skipped")
+        self.log.info(
+            f"done: {self.iteration} iterations, {self.skipped_steps} fp16 steps skipped, "
+            f"{self.skipped_images} unreadable images skipped"
+        )
         return {"iteration": self.iteration, "best_ap": self.best_ap, **metrics}
 
     def _test_kill(self) -> None:

@@ -18,7 +18,13 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "load_checkpoint", "read_state_dict", "convert_official_state_dict"]
+__all__ = [
+    "CheckpointError",
+    "load_checkpoint",
+    "read_state_dict",
+    "convert_official_state_dict",
+    "state_dict_problems",
+]
 
 
 class CheckpointError(RuntimeError):
@@ -134,6 +140,28 @@ def _listing(keys: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def state_dict_problems(own: dict, sd: dict, strict: bool = True, limit: int = 20) -> list[str]:
+    """Why ``sd`` does not fit a model whose state dict is ``own``: short lines (empty when it fits).
+
+    Missing and unexpected keys count only with ``strict``; shape mismatches always. Key lists are cut after ``limit``.
+    """
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and torch.is_tensor(sd[k]) and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if strict and missing:
+        problems.append(f"{len(missing)} missing keys: {_listing(missing, limit)}")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected, limit)}")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches: {_listing(wrong, limit)}")
+    return problems
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
     """Load an MMPose 0.x/1.x or official-code checkpoint into ``model`` (in place) and return it.
 
@@ -143,20 +171,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
     """
     sd = read_state_dict(path)
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [
-        f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if strict and missing:
-        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
-    if strict and unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches: {_listing(wrong)}")
+    problems = state_dict_problems(own, sd, strict)
     if problems:
         raise CheckpointError(f"{os.fspath(path)} does not fit the model:\n  " + "\n  ".join(problems))
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=strict)

@@ -143,13 +143,15 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
 def test_keep_last_and_find_latest(tmp_path):
     run = str(tmp_path)
     for it in (2, 4, 6, 8):
-        ckpt.save_iter_checkpoint({"iteration": it}, run, it, keep_last=2)
+        state = {"format": "rsn_fast", "model": {}, "iteration": it}  # find_latest reads only our checkpoints
+        ckpt.save_iter_checkpoint(state, run, it, keep_last=2)
     assert [i for i, _ in ckpt.iter_checkpoints(run)] == [6, 8]
     # a stray temporary file from a killed writer and a corrupt newest file are both ignored
     folder = tmp_path / ckpt.CKPT_DIR
     (folder / "iter_00000010.pth").write_bytes(b"garbage")
     (folder / "iter_00000012.pth.999.tmp").write_bytes(b"garbage")
-    assert ckpt.find_latest(run).endswith("iter_00000008.pth")
+    with pytest.warns(UserWarning, match="iter_00000010.pth: not a checkpoint"):
+        assert ckpt.find_latest(run).endswith("iter_00000008.pth")
     ckpt.atomic_link(ckpt.find_latest(run), ckpt.best_path(run))
     assert torch.load(ckpt.best_path(run))["iteration"] == 8
 

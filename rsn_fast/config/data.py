@@ -130,7 +130,9 @@ class DataConfig:
     target_normalize: str = "global_max"  # global_max (OFF) | center (MMPose 1.x)
     loss_masking: str = "official"  # official | mmpose (RSN_SPEC 10.3, 16.6); "off" = official
 
-    bad_image: str = "error"  # error | skip
+    # A missing, empty, truncated or undecodable image: error (stop, naming the file) | skip (use the next
+    # record instead, warn naming the file, count it in the log as skipped_images).
+    bad_images: str = "error"
     subset: int = 0  # use only the first N items (0 = all); handy for smoke runs
     workers: int = 4
     batch_size: int = 32  # per GPU
@@ -150,7 +152,7 @@ class DataConfig:
             "color": ("rgb", "bgr"),
             "target_normalize": ("global_max", "center"),
             "loss_masking": ("official", "mmpose"),
-            "bad_image": ("error", "skip"),
+            "bad_images": ("error", "skip"),
             "backend": ("torch", "dali"),
             "targets_on": ("auto", "workers", "device"),
         }

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -35,7 +34,8 @@ import numpy as np
 import torch
 
 from rsn_fast.data import transforms as T
-from rsn_fast.data.dataset import ImageReadError, TopDownDataset, build_dataset
+from rsn_fast.data.dataset import TopDownDataset, build_dataset
+from rsn_fast.data.image_io import ImageReadError, read_encoded
 from rsn_fast.ops.megvii_targets import megvii_targets
 
 logger = logging.getLogger(__name__)
@@ -141,21 +141,19 @@ class _BatchSource:
         self.side.clear()
 
     def _read(self, index: int) -> tuple[int, np.ndarray, int, int]:
-        """(record index actually used, bytes, image width, substitutes taken) under ``data.bad_image``."""
+        """(record index actually used, bytes, image width, substitutes taken) under ``data.bad_images``."""
         ds = self.dataset
         skipped = 0
         for attempt in range(len(ds.records)):
             i = (index + attempt) % len(ds.records)
             path = ds.records[i]["image_file"]
             try:
-                if not os.path.isfile(path):
-                    raise ImageReadError(f"image file not found: {path}")
-                buf = np.fromfile(path, dtype=np.uint8)
-                size = image_size(buf) if buf.size else None
+                buf = read_encoded(path)  # missing, empty and truncated files are named here
+                size = image_size(buf)
                 if size is None:
                     raise ImageReadError(f"cannot decode image: {path}")
             except ImageReadError as e:
-                if ds.data_cfg.bad_image == "error":
+                if ds.data_cfg.bad_images == "error":
                     raise
                 skipped += 1
                 logger.warning("skipping: %s", e)

@@ -14,6 +14,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from rsn_fast.data import transforms as T
 from rsn_fast.data.annotations import coco_records, detection_records, mpii_records
+from rsn_fast.data.image_io import ImageReadError, read_image
 from rsn_fast.data.keypoints import KeypointSet, get_keypoint_set
 from rsn_fast.ops.megvii_targets import megvii_targets
 
@@ -22,10 +23,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["TopDownDataset", "build_dataset", "build_dataloader", "collate_batch", "ImageReadError"]
 
 _META_KEYS = ("image_id", "center", "box_size", "rotation", "flipped", "score", "index")
-
-
-class ImageReadError(IOError):
-    """An image file is missing or cannot be decoded."""
 
 
 def _resolve(root: str, path: str | None) -> str | None:
@@ -101,13 +98,8 @@ class TopDownDataset(Dataset):
         return self._rng
 
     def read_image(self, path: str) -> np.ndarray:
-        """BGR uint8 (H, W, 3); raises ImageReadError naming the file."""
-        if not os.path.isfile(path):
-            raise ImageReadError(f"image file not found: {path}")
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ImageReadError(f"cannot decode image: {path}")
-        return img
+        """BGR uint8 (H, W, 3); raises ImageReadError naming the file (missing, empty, truncated, undecodable)."""
+        return read_image(path)
 
     def __getitem__(self, index: int) -> dict:
         skipped = 0
@@ -116,7 +108,7 @@ class TopDownDataset(Dataset):
             try:
                 image = self.read_image(self.records[i]["image_file"])
             except ImageReadError as e:
-                if self.data_cfg.bad_image == "error":
+                if self.data_cfg.bad_images == "error":
                     raise
                 skipped += 1
                 logger.warning("skipping: %s", e)
@@ -227,7 +219,7 @@ def build_dataloader(
 
     Training shuffles and drops the last partial batch; call ``sampler.set_epoch(epoch)`` each epoch under DDP.
     Validation keeps order; under DDP the sampler pads with repeats, so deduplicate by ``meta["index"]``.
-    Each batch carries ``skipped`` (int64 scalar): images skipped under ``data.bad_image: skip``; sum it over
+    Each batch carries ``skipped`` (int64 scalar): images skipped under ``data.bad_images: skip``; sum it over
     an epoch to report.
     """
     cfg = _as_config(cfg)

@@ -92,7 +92,7 @@ def test_bad_image_error_and_skip(synthetic_dir, tmp_path):
         f.write(b"not a jpeg")
     with pytest.raises(ImageReadError, match="cannot decode"):
         ds[2]
-    cfg = load_config(synthetic_cfg(root, bad_image="skip", batch_size=3))
+    cfg = load_config(synthetic_cfg(root, bad_images="skip", batch_size=3))
     loader, _ = build_dataloader(cfg, "train")
     loader = torch.utils.data.DataLoader(loader.dataset, batch_size=3, collate_fn=loader.collate_fn)
     total = sum(int(b["skipped"]) for b in loader)

@@ -69,6 +69,9 @@ def run_dir_for(cfg, work_dir: str | None, config_path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run training; returns the exit code (see the module docstring)."""
     args = parse_args(argv)
+    from rsn_fast.engine.threads import configure_cpu_threads, prefer_passive_waiting
+
+    prefer_passive_waiting()  # must precede the first torch import
     from rsn_fast.config import ConfigError, load_config
     from rsn_fast.engine.distributed import cleanup, init_distributed
 
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     info = init_distributed(args.device)
+    if info.device.type == "cpu":
+        threads = configure_cpu_threads()  # under torchrun, its OMP_NUM_THREADS=1 is kept
+        if info.is_main:
+            print(threads, flush=True)
     from rsn_fast.engine.distributed import broadcast_object
     from rsn_fast.engine.interrupts import ImmediateExit, TrainingInterrupted, exit_code_for
     from rsn_fast.engine.run_folder import RunFolderError, command_line, prepare

@@ -1,0 +1,96 @@
+"""Demo training speed (iterations/s) over a short window, per CPU thread setting.
+
+``python -m benchmarks.bench_demo_threads [--iters 60] [--max-seconds 120] [--threads 1 2] [--policy default passive]``
+
+Each setting runs in a fresh process (the OpenMP wait policy must be set before torch is imported): it builds the
+demo's Trainer (``configs/demo_synthetic.yaml``) on a small synthetic set in a temporary folder, runs 5 warm-up
+iterations, then times ``--iters`` iterations (or as many as fit in ``--max-seconds``). The load average at the
+start and end of each window is printed next to the figure: on a shared machine it is part of the result.
+Start a CPU hog yourself (``python -c 'while True: pass' &``) to measure beside one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _one(data: str, threads: int, iters: int, max_seconds: float) -> dict:
+    import torch
+
+    from rsn_fast.config import load_config
+    from rsn_fast.engine.distributed import init_distributed
+    from rsn_fast.engine.trainer import Trainer
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = load_config(os.path.join(repo, "configs", "demo_synthetic.yaml"), [f"data.root={data}"])
+    init_distributed("cpu")
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(cfg, run, progress=False)
+        try:
+            it = iter(trainer.loader)
+            for _ in range(5):
+                trainer._step(next(it))
+            load0 = os.getloadavg()[0]
+            t0, n = time.perf_counter(), 0
+            while n < iters and time.perf_counter() - t0 < max_seconds:
+                trainer._step(next(it))
+                n += 1
+            dt = time.perf_counter() - t0
+        finally:
+            trainer.close()
+    return {
+        "threads": threads,
+        "iters": n,
+        "seconds": dt,
+        "it_s": n / dt,
+        "load": [load0, os.getloadavg()[0]],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=60)
+    p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--policy", nargs="+", default=["default", "passive"], choices=["default", "passive"])
+    p.add_argument("--data", default=None, help="synthetic data folder (default: generated, 256 images)")
+    p.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._child:
+        print(json.dumps(_one(args.data, int(args._child[0]), args.iters, args.max_seconds)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            from rsn_fast.data.synthetic import generate
+
+            data = os.path.join(tmp, "syn")
+            generate(data, num_train=256, num_val=8, seed=0, difficulty=0)
+        print("| threads | OMP_WAIT_POLICY | iterations | seconds | it/s | load avg (start, end) |")
+        print("|---|---|---|---|---|---|")
+        for policy in args.policy:
+            for threads in args.threads:
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+                if policy == "passive":
+                    env["OMP_WAIT_POLICY"] = "PASSIVE"
+                cmd = [sys.executable, "-m", "benchmarks.bench_demo_threads", "--data", data]
+                cmd += ["--iters", str(args.iters), "--max-seconds", str(args.max_seconds)]
+                cmd += ["--_child", str(threads), policy]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(
+                    f"| {threads} | {policy} | {r['iters']} | {r['seconds']:.1f} | {r['it_s']:.2f} | "
+                    f"{r['load'][0]:.1f}, {r['load'][1]:.1f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

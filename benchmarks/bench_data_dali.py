@@ -52,7 +52,7 @@ def bench_provider(
     if provider == "torch":
         loader, _ = build_dataloader(cfg, "train", seed=0)
     else:
-        from rsn_fast.data.dali import build_dali_loader
+        from rsn_fast.data.loaders import build_dali_loader
 
         _set_dali_options(cfg, provider.split("-")[1], threads)
         loader, _ = build_dali_loader(cfg, "train", seed=0)

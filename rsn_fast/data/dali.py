@@ -15,7 +15,7 @@ Matrix convention: cv2 maps source → output with pixel centres at integers. DA
 ``inverse_map=True`` takes the output → source map in coordinates where (0, 0) is the *corner* of the first
 pixel (centres at +0.5). :func:`dali_matrix` converts, inverting in float64 so DALI never inverts in float32.
 
-Data order and sharding: any sampler of indices or of ``(epoch, index)`` keys. :func:`build_dali_loader` uses
+Data order and sharding: any sampler of indices or of ``(epoch, index)`` keys. :func:`rsn_fast.data.loaders.build_dali_loader` uses
 the samplers of :func:`rsn_fast.data.build_dataloader` (``DistributedSampler`` with rank = ``shard_id`` and world
 size = ``num_shards`` under DDP, drop of the last partial batch in training, kept in validation); the engine
 can pass its own resumable sampler plus ``seed_fn(epoch, index)`` (the per-sample seed of its
@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from rsn_fast.data import transforms as T
-from rsn_fast.data.dataset import TopDownDataset, build_dataset
 from rsn_fast.data.image_io import ImageReadError, read_encoded
 from rsn_fast.ops.megvii_targets import megvii_targets
 
@@ -44,7 +43,6 @@ __all__ = [
     "DALI_INSTALL_HINT",
     "DaliNotInstalledError",
     "DaliLoader",
-    "build_dali_loader",
     "dali_available",
     "dali_matrix",
     "image_size",
@@ -124,7 +122,7 @@ class _BatchSource:
 
     def __init__(
         self,
-        dataset: TopDownDataset,
+        dataset: Any,
         batch_size: int,
         drop_last: bool,
         seed_fn: Callable[[int, int], int] | None,
@@ -248,7 +246,7 @@ class DaliLoader:
 
     def __init__(
         self,
-        dataset: TopDownDataset,
+        dataset: Any,
         sampler: Iterable,
         batch_size: int,
         drop_last: bool,
@@ -392,77 +390,3 @@ class DaliLoader:
                 kp * scale, weight, ds.heatmap_size, ds.kernels, ds.data_cfg.target_normalize
             )
         return batch
-
-
-def build_dali_loader(
-    cfg: Any,
-    split: str,
-    distributed: bool = False,
-    seed: int = 0,
-    *,
-    sampler: Iterable | None = None,
-    seed_fn: Callable[[int, int], int] | None = None,
-    shard_id: int | None = None,
-    num_shards: int | None = None,
-    dataset: TopDownDataset | None = None,
-) -> tuple[DaliLoader, Any]:
-    """The DALI loader for ``split``; same batches, order and sharding rules as ``build_dataloader``.
-
-    Args:
-        cfg: the root ``Config`` (or YAML path / mapping); options from ``cfg.data.dali``.
-        split: "train" (shuffled, targets, last partial batch dropped) or "val" (in order, partial batch kept).
-        distributed: shard with a ``DistributedSampler`` (rank = ``shard_id``, world size = ``num_shards``; both
-            default to torch.distributed's); call ``sampler.set_epoch(epoch)`` each epoch, as with torch.
-        seed: shuffling seed (and, without ``seed_fn``, the augmentation generator's seed, offset per rank).
-        sampler: use this sampler instead (indices or ``(epoch, index)`` keys, e.g. the engine's).
-        seed_fn: per-sample augmentation seed for ``(epoch, index)`` keys.
-        shard_id, num_shards: explicit shard (without an initialised process group).
-        dataset: an already built ``TopDownDataset`` for ``split`` (saves reading the annotations twice).
-
-    Returns:
-        (loader, sampler): the sampler is the ``DistributedSampler`` under DDP, the given one, or None.
-    """
-    from torch.utils.data import RandomSampler, SequentialSampler
-    from torch.utils.data.distributed import DistributedSampler
-
-    from rsn_fast.data.dataset import _as_config
-
-    _import_dali()  # fail early, naming the package to install
-    cfg = _as_config(cfg)
-    d = cfg.data
-    opts = d.dali  # DaliOptions (rsn_fast/config/data.py)
-    device = opts.device
-    if device == "auto":
-        device = "gpu" if torch.cuda.is_available() else "cpu"
-    if dataset is None:
-        dataset = build_dataset(cfg, split, item_targets=False)
-    train = split == "train"
-    rank = 0
-    returned = sampler
-    if sampler is None:
-        if distributed or num_shards is not None:
-            sampler = DistributedSampler(
-                dataset, num_replicas=num_shards, rank=shard_id, shuffle=train, seed=seed, drop_last=train
-            )
-            rank = sampler.rank
-            returned = sampler
-        elif train:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-        else:
-            sampler = SequentialSampler(dataset)
-    if seed_fn is None:
-        # Different ranks must not draw the same augmentation for their shards.
-        dataset.set_rng(seed + 1_000_003 * rank)
-    loader = DaliLoader(
-        dataset,
-        sampler,
-        batch_size=d.batch_size if train else d.val_batch_size,
-        drop_last=train,
-        device=device,
-        threads=opts.threads,
-        prefetch=opts.prefetch,
-        dtype=opts.dtype,
-        layout=opts.layout,
-        seed_fn=seed_fn,
-    )
-    return loader, returned

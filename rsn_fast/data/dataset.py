@@ -1,4 +1,7 @@
-"""The top-down dataset (COCO / MPII / the synthetic set), batch collation with batched targets, the DataLoader."""
+"""The top-down dataset (COCO / MPII / the synthetic set) and batch collation with batched targets.
+
+Loaders (torch DataLoader or the DALI twin) are built in :mod:`rsn_fast.data.loaders`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import Dataset
 
 from rsn_fast.data import transforms as T
 from rsn_fast.data.annotations import coco_records, detection_records, mpii_records
@@ -20,7 +22,7 @@ from rsn_fast.ops.megvii_targets import megvii_targets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TopDownDataset", "build_dataset", "build_dataloader", "collate_batch", "ImageReadError"]
+__all__ = ["TopDownDataset", "build_dataset", "collate_batch", "ImageReadError"]
 
 _META_KEYS = ("image_id", "center", "box_size", "rotation", "flipped", "score", "index")
 
@@ -173,8 +175,8 @@ class TopDownDataset(Dataset):
         return megvii_targets(hm, weights, self.heatmap_size, self.kernels, self.data_cfg.target_normalize)
 
 
-class _Collate:
-    """Stacks items; for training batches without per-item targets, builds the targets once for the batch."""
+class Collate:
+    """Picklable collate_fn: stacks items; for training batches without per-item targets, builds the targets once for the batch."""
 
     def __init__(self, dataset: TopDownDataset):
         self.dataset = dataset
@@ -199,7 +201,8 @@ def collate_batch(items: list[dict], dataset: TopDownDataset | None = None) -> d
     return batch
 
 
-def _as_config(cfg: Any) -> Any:
+def as_config(cfg: Any) -> Any:
+    """A root ``Config`` from a Config, a YAML path or a mapping."""
     if isinstance(cfg, (str, os.PathLike, dict)):
         from rsn_fast.config import load_config
 
@@ -209,52 +212,4 @@ def _as_config(cfg: Any) -> Any:
 
 def build_dataset(cfg: Any, split: str, item_targets: bool = True) -> TopDownDataset:
     """The dataset for ``split`` ("train" | "val") from a root ``Config`` (or a YAML path / mapping)."""
-    return TopDownDataset(_as_config(cfg), split, item_targets=item_targets)
-
-
-def build_dataloader(
-    cfg: Any, split: str, distributed: bool = False, seed: int = 0
-) -> tuple[DataLoader, DistributedSampler | None]:
-    """DataLoader for ``split`` with workers, pinned memory, persistent workers, DistributedSampler under DDP.
-
-    Training shuffles and drops the last partial batch; call ``sampler.set_epoch(epoch)`` each epoch under DDP.
-    Validation keeps order; under DDP the sampler pads with repeats, so deduplicate by ``meta["index"]``.
-    Each batch carries ``skipped`` (int64 scalar): images skipped under ``data.bad_images: skip``; sum it over
-    an epoch to report.
-    """
-    cfg = _as_config(cfg)
-    d = cfg.data
-    if d.backend == "dali":
-        from rsn_fast.data.dali import build_dali_loader  # the DALI twin (same batches, order and shards)
-
-        return build_dali_loader(cfg, split, distributed=distributed, seed=seed)  # type: ignore[return-value]
-    dataset = build_dataset(cfg, split, item_targets=False)
-    train = split == "train"
-    rank = 0
-    sampler = None
-    if distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=train)
-        rank = sampler.rank
-    workers = d.workers
-    if workers > 0:
-        # OpenCV's thread pool is not fork-safe: a forked worker that touches a pool the parent had used
-        # deadlocks (seen: cv2.setNumThreads in the worker hangs in pthread_cond_destroy). Stopping the pool in
-        # the parent before the workers are forked avoids it; workers run one image per core anyway.
-        cv2.setNumThreads(1)
-    generator = torch.Generator()
-    # Different ranks must not draw the same augmentation for their shards.
-    generator.manual_seed(seed + 1_000_003 * rank)
-    loader = DataLoader(
-        dataset,
-        batch_size=d.batch_size if train else d.val_batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=_Collate(dataset),
-        pin_memory=d.pin_memory and torch.cuda.is_available(),
-        drop_last=train,
-        persistent_workers=d.persistent_workers and workers > 0,
-        prefetch_factor=d.prefetch_factor if workers > 0 else None,
-        generator=generator,
-    )
-    return loader, sampler
+    return TopDownDataset(as_config(cfg), split, item_targets=item_targets)

@@ -73,7 +73,7 @@ def build_train_loader(cfg: Config, info: DistInfo, dataset=None) -> tuple[DataL
     if cfg.data.backend == "dali":
         # The DALI twin draws each sample's parameters with the same (seed, epoch, index) rule, so the two
         # pipelines are interchangeable and resume stays exact.
-        from rsn_fast.data.dali import build_dali_loader
+        from rsn_fast.data.loaders import build_dali_loader
 
         loader, _ = build_dali_loader(
             cfg, "train", sampler=sampler, seed_fn=functools.partial(sample_seed, seed), dataset=dataset

@@ -16,11 +16,11 @@ from rsn_fast.data import transforms as T
 from rsn_fast.data.dali import (
     DaliLoader,
     DaliNotInstalledError,
-    build_dali_loader,
     dali_available,
     dali_matrix,
     image_size,
 )
+from rsn_fast.data.loaders import build_dali_loader
 from rsn_fast.engine.sampling import ResumableSampler, SeededDataset, sample_seed
 from tests.data.conftest import synthetic_cfg
 

@@ -20,6 +20,11 @@ import tempfile
 import time
 
 
+def _forever(loader):
+    while True:  # epochs of the small set are shorter than the window
+        yield from loader
+
+
 def _one(data: str, threads: int, iters: int, max_seconds: float) -> dict:
     import torch
 
@@ -34,13 +39,13 @@ def _one(data: str, threads: int, iters: int, max_seconds: float) -> dict:
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(cfg, run, progress=False)
         try:
-            it = iter(trainer.loader)
+            batches = _forever(trainer.loader)
             for _ in range(5):
-                trainer._step(next(it))
+                trainer._step(next(batches))
             load0 = os.getloadavg()[0]
             t0, n = time.perf_counter(), 0
             while n < iters and time.perf_counter() - t0 < max_seconds:
-                trainer._step(next(it))
+                trainer._step(next(batches))
                 n += 1
             dt = time.perf_counter() - t0
         finally:
@@ -83,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
                 cmd = [sys.executable, "-m", "benchmarks.bench_demo_threads", "--data", data]
                 cmd += ["--iters", str(args.iters), "--max-seconds", str(args.max_seconds)]
                 cmd += ["--_child", str(threads), policy]
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-                r = json.loads(out.strip().splitlines()[-1])
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{threads} threads, {policy}: {done.stderr[-2000:]}")
+                r = json.loads(done.stdout.strip().splitlines()[-1])
                 print(
                     f"| {threads} | {policy} | {r['iters']} | {r['seconds']:.1f} | {r['it_s']:.2f} | "
                     f"{r['load'][0]:.1f}, {r['load'][1]:.1f} |",

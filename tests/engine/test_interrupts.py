@@ -38,6 +38,8 @@ def _loss_iters(run: str) -> list[int]:
 
 
 def _start(cfg: str, run: str, *extra: str, nproc: int = 1) -> subprocess.Popen:
+    # A session of its own, so a signal to its process group reaches it and its loader workers, as Ctrl-C in a
+    # terminal does.
     return subprocess.Popen(
         train_cmd(cfg, run, *extra, nproc=nproc),
         env=env(),
@@ -45,6 +47,7 @@ def _start(cfg: str, run: str, *extra: str, nproc: int = 1) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
 
 
@@ -82,9 +85,9 @@ def _rank_of(pid: int) -> int | None:
 def test_sigint_finishes_the_iteration_checkpoints_and_resumes_without_duplicates(root):
     cfg = make_tiny(root, max_iters=30, checkpoint_interval=4)
     run = os.path.join(root, "sigint")
-    proc = _start(cfg, run)
+    proc = _start(cfg, run, "--opt", "data.workers=1")  # a loader worker gets the Ctrl-C too
     _wait_for_iteration(proc, run, 5)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # the whole process group, like Ctrl-C in a terminal
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
@@ -97,7 +100,7 @@ def test_sigint_finishes_the_iteration_checkpoints_and_resumes_without_duplicate
     earlier = (stopped - 1) // 4 * 4
     assert [i for i, _ in ckpt.iter_checkpoints(run)] == [earlier, stopped]  # keep_last 2, nothing else lost
     assert not [f for f in os.listdir(os.path.join(run, ckpt.CKPT_DIR)) if f.endswith(".tmp")]
-    ok(train(cfg, run, "--resume", "auto"))
+    ok(train(cfg, run, "--resume", "auto", "--opt", "data.workers=1"))
     assert _loss_iters(run) == list(range(1, 31))  # every iteration logged exactly once
     assert not os.path.exists(os.path.join(run, "log.replaced.jsonl"))  # nothing was replayed
 
@@ -109,10 +112,10 @@ def test_second_sigint_exits_at_once_without_damaging_checkpoints(root):
     run = os.path.join(root, "double")
     proc = _start(cfg, run)
     _wait_for_iteration(proc, run, 3)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.01)
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err

@@ -144,3 +144,12 @@ def test_test_py_names_truncated_and_foreign_checkpoints(finished, tmp_path):
     assert p.returncode == 1 and f"{good}: another architecture" in p.stderr
     assert "model.num_blocks" in p.stderr and len(p.stderr) < 3000
     assert torch.load(good, weights_only=False)["iteration"] == 6
+
+
+def test_nonfinite_loss_before_any_checkpoint_does_not_point_at_a_missing_folder(finished, tmp_path):
+    cfg, _ = finished
+    run = str(tmp_path / "nan")
+    p = train(cfg, run, env_=env(RSN_FAST_TEST_NAN_AT_ITER="1"))
+    assert p.returncode == 3
+    assert "non-finite loss" in p.stderr and "No checkpoint was written yet" in p.stderr
+    assert ckpt.CKPT_DIR not in p.stderr and not os.path.exists(os.path.join(run, ckpt.CKPT_DIR))

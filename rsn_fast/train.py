@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from rsn_fast.engine.threads import configure_cpu_threads, prefer_passive_waiting
 
-    prefer_passive_waiting()  # must precede the first torch import
+    prefer_passive_waiting()  # must precede the first torch import (a no-op if it is too late)
     from rsn_fast.config import ConfigError, load_config
     from rsn_fast.engine.distributed import cleanup, init_distributed
 
@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from rsn_fast.engine.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before the first torch import (the next line's)
     from rsn_fast.engine.distributed import clean_exit
 
     clean_exit(main())

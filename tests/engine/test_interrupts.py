@@ -105,6 +105,22 @@ def test_sigint_finishes_the_iteration_checkpoints_and_resumes_without_duplicate
     assert not os.path.exists(os.path.join(run, "log.replaced.jsonl"))  # nothing was replayed
 
 
+def test_sigterm_to_the_process_group_with_a_loader_worker_exits_143_with_a_checkpoint(root):
+    # A scheduler's SIGTERM reaches the loader worker too; without the worker ignoring it, the main process
+    # would die with "DataLoader worker exited unexpectedly" instead of finishing the iteration.
+    cfg = make_tiny(root, max_iters=200, checkpoint_interval=50)
+    run = os.path.join(root, "sigterm")
+    proc = _start(cfg, run, "--opt", "data.workers=1")
+    _wait_for_iteration(proc, run, 3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped = _loss_iters(run)[-1]
+    assert f"stopped after iteration {stopped}" in out and "Traceback" not in err
+    path = os.path.join(run, ckpt.CKPT_DIR, f"iter_{stopped:08d}.pth")
+    assert ckpt.read_checkpoint(path)["iteration"] == stopped
+
+
 def test_second_sigint_exits_at_once_without_damaging_checkpoints(root):
     cfg = make_tiny(
         root, max_iters=200, checkpoint_interval=1

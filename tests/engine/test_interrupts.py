@@ -51,11 +51,24 @@ def _start(cfg: str, run: str, *extra: str, nproc: int = 1) -> subprocess.Popen:
     )
 
 
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """communicate(); on a timeout the process group and its children are killed, so no run is left behind."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for child in _children(proc.pid):  # torchrun's workers run in sessions of their own
+            os.kill(child, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+
+
 def _wait_for_iteration(proc: subprocess.Popen, run: str, it: int, timeout: float = 180) -> None:
     t0 = time.time()
     while not _loss_iters(run) or _loss_iters(run)[-1] < it:
         assert proc.poll() is None, f"exited early ({proc.returncode}): {proc.communicate()[1][-3000:]}"
-        assert time.time() - t0 < timeout, "the run did not reach the iteration in time"
+        if time.time() - t0 > timeout:
+            _finish(proc, 0.1)
         time.sleep(0.05)
 
 
@@ -88,7 +101,7 @@ def test_sigint_finishes_the_iteration_checkpoints_and_resumes_without_duplicate
     proc = _start(cfg, run, "--opt", "data.workers=1")  # a loader worker gets the Ctrl-C too
     _wait_for_iteration(proc, run, 5)
     os.killpg(proc.pid, signal.SIGINT)  # the whole process group, like Ctrl-C in a terminal
-    out, err = proc.communicate(timeout=120)
+    out, err = _finish(proc)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     stopped = _loss_iters(run)[-1]
@@ -113,7 +126,7 @@ def test_sigterm_to_the_process_group_with_a_loader_worker_exits_143_with_a_chec
     proc = _start(cfg, run, "--opt", "data.workers=1")
     _wait_for_iteration(proc, run, 3)
     os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    out, err = _finish(proc)
     assert proc.returncode == 143, err[-3000:]
     stopped = _loss_iters(run)[-1]
     assert f"stopped after iteration {stopped}" in out and "Traceback" not in err
@@ -132,7 +145,7 @@ def test_second_sigint_exits_at_once_without_damaging_checkpoints(root):
     time.sleep(0.01)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = _finish(proc, 60)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     folder = os.path.join(run, ckpt.CKPT_DIR)
@@ -165,7 +178,7 @@ def test_sigterm_to_one_ddp_rank_stops_both_after_the_same_iteration(root):
     _wait_for_iteration(proc, run, 3)
     ranks = {_rank_of(c): c for c in _children(proc.pid)}
     os.kill(ranks[1], signal.SIGTERM)  # only rank 1 gets it: rank 0 must learn of it from the all-reduce
-    out, err = proc.communicate(timeout=120)
+    out, err = _finish(proc)
     stopped = _loss_iters(run)[-1]
     assert stopped < 200
     assert f"stopped after iteration {stopped}" in out  # rank 0 wrote the checkpoint and said so

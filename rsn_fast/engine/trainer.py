@@ -100,7 +100,7 @@ def build_model_for_training(cfg: Config, info: DistInfo) -> tuple[torch.nn.Modu
     """(model to train — DDP/compiled as configured, plain model) on ``info.device``."""
     from rsn_fast.models import build_model
 
-    model = build_model(cfg).to(info.device)
+    model = build_model(cfg, device=info.device).to(info.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":

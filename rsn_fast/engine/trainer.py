@@ -103,6 +103,9 @@ def build_model_for_training(cfg: Config, info: DistInfo) -> tuple[torch.nn.Modu
     model = build_model(cfg, device=info.device).to(info.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    from rsn_fast.selftest import self_check
+
+    self_check(model, cfg, info.device, log=lambda m: print(m, flush=True) if info.is_main else None)
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     plain = model

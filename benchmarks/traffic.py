@@ -218,14 +218,15 @@ def measured_beside_modelled(rows: list[dict], csv_path: str) -> str:
     with open(csv_path, newline="") as f:
         measured = list(csv.DictReader(f))
     lines = []
+    names = {"rsn18": "RSN-18", "rsn50": "RSN-50"}  # bench_train_step's model names
     for m in measured:
-        if m.get("mode") != "train" or not m.get("ms"):
+        if m.get("op") != "train_step" or not m.get("ms"):
             continue
-        model = m.get("model")
+        model = names.get(m.get("model", ""), m.get("model"))
         mode = "fused" if m.get("provider", "").startswith("fused") else "eager"
         for r in rows:
             if r["model"] == model and r["mode"] == mode and str(r["batch"]) == m.get("batch"):
-                gpu = next((g for g, _, _ in GPUS if g.lower() in m.get("gpu", "").lower()), None)
+                gpu = next((g for g, _, _ in GPUS if g.lower() in m.get("GPU", "").lower()), None)
                 bound = (
                     f"{max(r[f'{gpu}_mem_ms'], r[f'{gpu}_flop_ms']):.1f} ms (modelled, {gpu})" if gpu else ""
                 )

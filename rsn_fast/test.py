@@ -77,7 +77,7 @@ def run(cfg, checkpoint: str, out_json: str | None = None, progress: bool = True
     from rsn_fast.models import build_model
 
     info = get_info()
-    model = build_model(cfg)
+    model = build_model(cfg, device=info.device)
     load_model_weights(model, checkpoint, cfg=cfg)
     model = model.to(info.device).eval()
     if cfg.train.channels_last:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FUSED_MODES = ("auto", "off", "reference", "triton", "cuda")
+FUSED_CHECK_MODES = ("error", "fallback", "off")
+
 
 @dataclass
 class ModelConfig:
@@ -29,6 +32,20 @@ class ModelConfig:
     attention: str = "none"
     prm_variant: str = "paper"  # paper | mmpose | official (RSN_SPEC 16.1, 16.8)
     in_channels: int = 3
+    # Which implementation runs the RSBs, the PRM spatial gate and depthwise convs (rsn_fast.models.builder):
+    # auto = the fused ops on CUDA devices with the dispatcher's backend, the plain modules on CPU;
+    # off = the plain modules everywhere; reference | triton | cuda = the fused modules forced to that backend
+    # (an error naming the op and the reason where it cannot run). Checkpoints are the same either way.
+    # YAML reads a bare `off` as false: accepted as "off".
+    fused: str | bool = "auto"
+    # the self-check before the first step on a GPU (rsn_fast.selftest.check_model): error | fallback | off
+    fused_check: str | bool = "error"
+
+    def __post_init__(self) -> None:
+        if self.fused is False:
+            self.fused = "off"
+        if self.fused_check is False:
+            self.fused_check = "off"
 
     def validate(self) -> None:
         """Raise ValueError naming the field, the value and what is allowed."""
@@ -37,6 +54,8 @@ class ModelConfig:
             "block": ("rsb", "baseline1", "baseline2"),
             "attention": ("none", "se", "cbam", "prm"),
             "prm_variant": ("paper", "mmpose", "official"),
+            "fused": FUSED_MODES,
+            "fused_check": FUSED_CHECK_MODES,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)

@@ -65,6 +65,9 @@ def predict(
     from rsn_fast.ops import decode_heatmaps
 
     net = unwrap(model)
+    from rsn_fast.selftest import self_check
+
+    self_check(net, cfg, device)  # once per model and device: a no-op after the trainer's check
     was_training = net.training
     net.eval()
     flip_pairs = _flip_pairs(cfg) if cfg.test.flip else None

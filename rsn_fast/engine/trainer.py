@@ -106,10 +106,17 @@ def build_model_for_training(cfg: Config, info: DistInfo) -> tuple[torch.nn.Modu
     """(model to train — DDP/compiled as configured, plain model) on ``info.device``."""
     from rsn_fast.models import build_model
 
-    model = build_model(cfg).to(info.device)
+    model = build_model(cfg, device=info.device).to(info.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    from rsn_fast.selftest import self_check
+
+    self_check(model, cfg, info.device, log=lambda m: print(m, flush=True) if info.is_main else None)
     if cfg.train.sync_bn and info.distributed and info.device.type == "cuda":
+        if getattr(model, "fused_backend", None) is not None:  # its kernels compute per-GPU batch statistics
+            raise ValueError(
+                "train.sync_bn needs model.fused=off: the fused RSB does not synchronise BN statistics"
+            )
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     plain = model
     if info.distributed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rsn_fast.nn.prm import ConvModule
+from rsn_fast.nn.conv_module import ConvModule
 
 __all__ = ["SqueezeExcitation", "CBAM"]
 

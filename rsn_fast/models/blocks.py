@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from rsn_fast.nn.prm import ConvModule
+from rsn_fast.nn.conv_module import ConvModule
 
 __all__ = ["ResidualStepsBlock", "ResNetBlock", "branch_width", "block_macs_per_pixel"]
 

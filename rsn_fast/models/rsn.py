@@ -23,7 +23,8 @@ from torch import nn
 from rsn_fast.config.model import ModelConfig
 from rsn_fast.models.attention import CBAM, SqueezeExcitation
 from rsn_fast.models.blocks import ResidualStepsBlock, ResNetBlock
-from rsn_fast.nn.prm import ConvModule, PoseRefineMachine
+from rsn_fast.nn.conv_module import ConvModule
+from rsn_fast.nn.prm import PoseRefineMachine
 
 __all__ = ["RSNBackbone", "MSPNHead", "RSNPoseModel", "init_weights"]
 

@@ -1,4 +1,5 @@
-"""Pose Refine Machine (RSN paper section 3.3) and the conv + BN (+ ReLU) primitive it is built from.
+"""Pose Refine Machine (RSN paper section 3.3). ``ConvModule`` lives in :mod:`rsn_fast.nn.conv_module` (still
+importable from here).
 
 Three variants (RSN_SPEC sections 9 and 16.1/16.8):
 
@@ -27,50 +28,12 @@ import os
 import torch
 from torch import nn
 
+from rsn_fast.nn.conv_module import ConvModule
 from rsn_fast.ops.prm_gate import prm_spatial_gate
 
 __all__ = ["ConvModule", "PoseRefineMachine", "PRM_VARIANTS"]
 
 PRM_VARIANTS = ("paper", "mmpose", "official")
-
-
-class ConvModule(nn.Module):
-    """Conv2d (no bias) + BatchNorm2d + optional ReLU, with MMCV ``ConvModule``'s parameter names.
-
-    State-dict keys: ``conv.weight``, ``bn.{weight,bias,running_mean,running_var,num_batches_tracked}``.
-
-    Args:
-        in_channels: input channels C_in.
-        out_channels: output channels C_out.
-        kernel_size: square kernel size.
-        stride: conv stride.
-        padding: conv padding.
-        groups: conv groups (C_in for a depthwise conv).
-        relu: apply ReLU after BN.
-
-    Shapes: (N, C_in, H, W) -> (N, C_out, H', W').
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 1,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-        relu: bool = True,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=False
-        )
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.with_relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        return torch.relu(x) if self.with_relu else x
 
 
 class _DepthwiseSeparable(nn.Module):

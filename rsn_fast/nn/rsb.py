@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rsn_fast.nn.prm import ConvModule
+from rsn_fast.nn.conv_module import ConvModule
 from rsn_fast.ops.rsb import conv_bnact_stats, fold_bn, rsb_epilogue
 
 __all__ = ["FusedRSB", "convert", "is_rsb_like"]
@@ -93,10 +93,12 @@ class FusedRSB(nn.Module):
         num_steps, lengths, width, stride, block = info
         f = cls(1, 1, stride, num_steps, block, width, backend=backend, recompute=recompute, _build=False)
         f.lengths = lengths
-        f.downsample = getattr(m, "downsample", None)
-        for name, child in m.named_children():
-            if name != "downsample":
-                setattr(f, name, child)
+        # m's children in m's order (None entries too), so parameters, state-dict keys and optimizer parameter
+        # indices keep MMPose's order whatever position m gives its downsample
+        for name, child in m._modules.items():
+            f._modules[name] = child
+        if "downsample" not in f._modules:
+            f.downsample = getattr(m, "downsample", None)
         f.train(m.training)
         return f
 

@@ -336,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Pose estimation on images, folders and videos with a trained RSN.")
+    p = argparse.ArgumentParser(
+        description="Pose estimation on images, folders and videos with a trained RSN."
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or video files")
     p.add_argument("--config", required=True, help="YAML config of the model")
     p.add_argument("--checkpoint", required=True, help="weights: an rsn_fast checkpoint, MMPose or OFF")
@@ -346,7 +348,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--draw", action="store_true", help="write images / videos with the skeletons drawn")
     p.add_argument("--kpt-thr", type=float, default=0.3, help="--draw: skip keypoints with a lower score")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
-    p.add_argument("--batch-size", type=int, default=None, help="crops per forward (default: test.batch_size)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="crops per forward (default: test.batch_size)"
+    )
     p.add_argument("--no-flip", action="store_true", help="no flip test (faster, slightly less accurate)")
     p.add_argument("--fast-cpu", action="store_true", help="compile for CPU inference (slow first call)")
     p.add_argument("--no-progress", action="store_true")

@@ -207,6 +207,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Returns the exit code: 0 ok, 2 bad input (config, checkpoint, sizes), 1 the check failed."""
     a = parse_args(argv)
+    from rsn_fast.models import CheckpointError
     from rsn_fast.predictor import PredictorError, load_pose_model
 
     try:
@@ -215,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         export_model(
             model, a.out, a.format, size, a.dynamic_batch, a.exporter, a.opset, cfg.model.in_channels
         )
-    except (PredictorError, ValueError, FileNotFoundError) as e:
+    except (PredictorError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {a.out} ({os.path.getsize(a.out) / 2**20:.1f} MiB)")

@@ -91,9 +91,18 @@ def _sentinel(out):
 @pytest.mark.parametrize(
     "dets, match",
     [
-        ([{"image_id": 1000001, "bbox": [1, 2, 30, 40], "score": 0.9}], r"entry \[0\]: image_id 1000001 matches no"),
-        ([{"file_name": "other.jpg", "bbox": [1, 2, 30, 40]}], r"entry \[0\]: file_name 'other.jpg' is not among"),
-        ([{"image_id": 0, "bbox": [1, 2, 30, 40]}, {"image_id": 1, "bbox": [1, 2, 0, 40]}], r"entry \[1\]: box .* zero"),
+        (
+            [{"image_id": 1000001, "bbox": [1, 2, 30, 40], "score": 0.9}],
+            r"entry \[0\]: image_id 1000001 matches no",
+        ),
+        (
+            [{"file_name": "other.jpg", "bbox": [1, 2, 30, 40]}],
+            r"entry \[0\]: file_name 'other.jpg' is not among",
+        ),
+        (
+            [{"image_id": 0, "bbox": [1, 2, 30, 40]}, {"image_id": 1, "bbox": [1, 2, 0, 40]}],
+            r"entry \[1\]: box .* zero",
+        ),
         ([{"image_id": 0, "bbox": [1, 2, 30]}], r"entry \[0\]: 'bbox' must be 4 numbers"),
         ([{"image_id": 2, "bbox": [900, 2, 30, 40]}], r"val_000002.jpg: boxes .* outside the 128x96 image"),
     ],
@@ -119,7 +128,9 @@ def test_bad_config_checkpoint_and_inputs(tiny_set, inputs, tmp_path, capsys):
     _sentinel(out)
     yaml = tmp_path / "det.yaml"
     yaml.write_text("detector: {type: YOLO}\n")
-    assert main(["--config", str(yaml), "--checkpoint", tiny_set["ckpt"], "--out", str(out), str(folder)]) == 2
+    assert (
+        main(["--config", str(yaml), "--checkpoint", tiny_set["ckpt"], "--out", str(out), str(folder)]) == 2
+    )
     assert "det.yaml is not an rsn_fast pose-model config" in capsys.readouterr().err
     rsn50 = str(Path(CONFIG).parent / "rsn50_coco_256x192.yaml")
     assert main(["--config", rsn50, "--checkpoint", tiny_set["ckpt"], "--out", str(out), str(folder)]) == 2

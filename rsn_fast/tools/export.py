@@ -25,7 +25,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["FORMATS", "ExportCheckError", "export_model", "run_exported", "check_export", "main"]
+__all__ = [
+    "FORMATS",
+    "ExportCheckError",
+    "export_model",
+    "load_exported",
+    "run_exported",
+    "check_export",
+    "main",
+]
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 REL_TOL = 1e-4
@@ -131,19 +139,28 @@ class _Named(torch.nn.Module):
         return self.model(img)
 
 
-def run_exported(path: str, fmt: str, x: torch.Tensor) -> np.ndarray:
-    """Run an exported file on ``x`` (N, C, H, W) float32 and return its output as a NumPy array."""
+def load_exported(path: str, fmt: str):
+    """Load an exported file once; returns a function (N, C, H, W) float32 tensor → NumPy output."""
     if fmt == "onnx":
         import onnxruntime as ort
 
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
-        return sess.run(None, {name: x.numpy()})[0]
-    with torch.no_grad():
-        if fmt == "torchscript":
-            return torch.jit.load(path, map_location="cpu")(x).numpy()
-        ep = torch.export.load(path)
-        return ep.module()(x).numpy()
+        return lambda x: sess.run(None, {name: x.numpy()})[0]
+    module = (
+        torch.jit.load(path, map_location="cpu") if fmt == "torchscript" else torch.export.load(path).module()
+    )
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return module(x).numpy()
+
+    return run
+
+
+def run_exported(path: str, fmt: str, x: torch.Tensor) -> np.ndarray:
+    """Run an exported file on ``x`` (N, C, H, W) float32 and return its output as a NumPy array."""
+    return load_exported(path, fmt)(x)
 
 
 def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
@@ -171,14 +188,18 @@ def check_export(
     w, h = (int(v) for v in input_size)
     model = model.float().cpu().eval()
     errors = {}
+    try:
+        runner = load_exported(path, fmt)
+    except ImportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a file that does not load is not usable
+        raise ExportCheckError(f"{path}: cannot load the exported {fmt} file: {e}") from e
     for n in batch_sizes:
         x = torch.randn(n, in_channels, h, w, generator=torch.Generator().manual_seed(100 + n))
         with torch.no_grad():
             ref = model(x).numpy()
         try:
-            got = run_exported(path, fmt, x)
-        except ImportError:
-            raise
+            got = runner(x)
         except Exception as e:  # noqa: BLE001 - any runtime failure means the export is not usable
             raise ExportCheckError(f"{path}: running the exported {fmt} file on batch {n} failed: {e}") from e
         errors[n] = relative_error(got, ref)

@@ -259,7 +259,7 @@ class _Drawer:
 
 def run(args: argparse.Namespace) -> int:
     """The CLI body; returns the exit code."""
-    from rsn_fast.predictor import Predictor, PredictorError
+    from rsn_fast.predictor import Predictor, PredictorError, as_boxes
 
     sources, missing = expand_inputs(args.inputs)
     skipped = [(p, "not found") for p in missing]
@@ -278,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=total, unit="frame", dynamic_ncols=True, disable=args.no_progress, mininterval=0.5)
     results: list[dict] = []
+    group = max(1, min(pred.batch_size, 16))
     t0, frames = time.perf_counter(), 0
     for src in sources:
         fps = 25.0
@@ -288,16 +289,12 @@ def run(args: argparse.Namespace) -> int:
             fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
             cap.release()
         ok = True
-        try:
-            for frame_idx, img in _frames(src):
-                # with a box file, an image/frame without entries has nobody to estimate; without one, the
-                # whole image is the box
-                boxes = src.boxes.get(frame_idx, []) if args.boxes else None
-                where = src.path if frame_idx is None else f"{src.path} frame {frame_idx}"
-                try:
-                    people = pred(img, boxes, score_thr=args.score_thr)
-                except PredictorError as e:
-                    raise PredictorError(f"{where}: {e}") from None
+        buf: list = []  # frames of this source waiting for one predict_batch call (video frames share passes)
+
+        def flush(src=src, fps=fps, buf=buf):
+            nonlocal frames
+            outs = pred.predict_batch([b[1] for b in buf], [b[2] for b in buf], score_thr=args.score_thr)
+            for (frame_idx, img, _), people in zip(buf, outs):
                 image_id = src.image_id if frame_idx is None else frame_idx
                 for p in people:
                     r = p.to_coco(image_id)
@@ -312,6 +309,23 @@ def run(args: argparse.Namespace) -> int:
                         drawer.frame(src, img, people, fps)
                 frames += 1
                 bar.update(1)
+            buf.clear()
+
+        try:
+            for frame_idx, img in _frames(src):
+                # with a box file, an image/frame without entries has nobody to estimate; without one, the
+                # whole image is the box
+                boxes = src.boxes.get(frame_idx, []) if args.boxes else None
+                where = src.path if frame_idx is None else f"{src.path} frame {frame_idx}"
+                try:
+                    boxes = as_boxes(boxes, img.shape, where="boxes")
+                except PredictorError as e:
+                    raise PredictorError(f"{where}: {e}") from None
+                buf.append((frame_idx, img, boxes))
+                if len(buf) >= group:
+                    flush()
+            if buf:
+                flush()
         except OSError as e:
             ok = False
             skipped.append((src.path, str(e)))

@@ -97,7 +97,14 @@ def load_pose_model(config, checkpoint, device: str | torch.device | None = "cpu
     if not os.path.isfile(ckpt):
         raise FileNotFoundError(f"checkpoint file not found: {ckpt}")
     load_model_weights(model, ckpt)
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(
+            device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+    except RuntimeError as e:
+        raise PredictorError(f"bad device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PredictorError(f"device {str(device)!r} asked for, but no CUDA GPU is available (use 'cpu')")
     return cfg, model.to(device).eval()
 
 

@@ -104,7 +104,10 @@ def _sentinel(out):
             r"entry \[1\]: box .* zero",
         ),
         ([{"image_id": 0, "bbox": [1, 2, 30]}], r"entry \[0\]: 'bbox' must be 4 numbers"),
-        ([{"image_id": 2, "bbox": [900, 2, 30, 40]}], r"val_000002.jpg: boxes\[0\] = .* outside the 128x96 image"),
+        (
+            [{"image_id": 2, "bbox": [900, 2, 30, 40]}],
+            r"val_000002.jpg: boxes\[0\] = .* outside the 128x96 image",
+        ),
     ],
 )
 def test_bad_box_files_are_named_and_earlier_output_is_kept(tiny_set, inputs, tmp_path, capsys, dets, match):

@@ -142,3 +142,46 @@ def test_import_rsn_fast_is_light():
     assert out.split()[0] == "False"
     assert callable(rsn_fast.Predictor) and rsn_fast.PersonPose.__name__ == "PersonPose"
     assert torch.is_tensor(torch.zeros(1))
+
+
+def test_fast_cpu_runs_one_batch_shape_and_gives_the_same_poses(tiny_set, monkeypatch):
+    """fast_cpu wraps the model with compile_for_cpu_inference (its real compile takes minutes here, so a
+    stand-in records the input shapes): every forward gets batch_size crops, padding dropped afterwards."""
+    import rsn_fast.nn
+
+    shapes = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            shapes.append(tuple(x.shape))
+            assert x.is_contiguous(memory_format=torch.channels_last)
+            return self.model(x)
+
+    monkeypatch.setattr(rsn_fast.nn, "compile_for_cpu_inference", lambda m: Recorder(m))
+    cfg = tiny_cfg(tiny_set["root"])
+    fast = rsn_fast.Predictor(cfg, tiny_set["ckpt"], device="cpu", batch_size=4, fast_cpu=True)
+    plain = rsn_fast.Predictor(cfg, tiny_set["ckpt"], device="cpu", batch_size=4)
+    path = str(tiny_set["root"] / "images" / "val_000004.jpg")
+    boxes = [
+        [5, 5, 40, 60, 0.8],
+        [30, 10, 50, 70, 0.7],
+        [60, 20, 40, 60, 0.6],
+        [1, 1, 100, 90, 0.5],
+        [9, 9, 9, 9, 1.0],
+    ]
+    a, b = fast(path, boxes), plain(path, boxes)
+    assert {s[0] for s in shapes} == {4} and len(shapes) == 4  # 5 crops: 2 batches, each with its flip pass
+    assert len(a) == len(b) == 5
+    for p, q in zip(a, b):
+        np.testing.assert_allclose(p.keypoints, q.keypoints, atol=1e-3)
+
+
+def test_cuda_device_without_gpu_is_a_clear_error(tiny_set):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(PredictorError, match="no CUDA GPU"):
+        rsn_fast.Predictor(tiny_cfg(tiny_set["root"]), tiny_set["ckpt"], device="cuda")

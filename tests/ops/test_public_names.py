@@ -54,3 +54,30 @@ def test_export_mode_calls_reference_only():
     assert not [t for t in targets if "rsn_fast" in t], targets
     assert any("conv" in t for t in targets), targets
     torch.testing.assert_close(ep.module()(x), torch.nn.functional.conv2d(x, w, padding=1, groups=4))
+
+
+def test_export_mode_dispatches_to_reference():
+    """bn_add_relu picks its compiled C++ kernel (a torch.ops.rsn_fast op) on CPU; under export the reference."""
+    import pytest
+
+    from rsn_fast.ops.bn_add_relu import _dispatcher
+
+    g = torch.Generator().manual_seed(2)
+    x, scale, shift = (
+        torch.randn(2, 4, 5, 3, generator=g),
+        torch.rand(4, generator=g) + 0.5,
+        torch.randn(4, generator=g),
+    )
+    if _dispatcher.choose(x, scale, shift).name != "cpp":
+        pytest.skip("rsn_fast._C is not built: bn_add_relu already runs the reference")
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return ops.bn_add_relu(x, scale, shift)
+
+    ep = torch.export.export(M(), (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert not [t for t in targets if "rsn_fast" in t], targets
+    torch.testing.assert_close(
+        ep.module()(x), torch.relu(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    )

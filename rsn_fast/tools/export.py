@@ -18,6 +18,7 @@ most 1e-4. The output file is written atomically (complete or not at all).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Sequence
@@ -104,7 +105,7 @@ def export_model(
     w, h = (int(v) for v in input_size)
     if w <= 0 or h <= 0 or w % 32 or h % 32:
         raise ValueError(f"input size (W, H) must be two positive multiples of 32, got {[w, h]}")
-    model = model.float().cpu().eval()
+    model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2 if dynamic_batch else 1, in_channels, h, w, generator=gen)
     tmp = _tmp_path(out)
@@ -186,7 +187,7 @@ def check_export(
         ExportCheckError: an error above ``tol`` (or the file cannot run that batch size).
     """
     w, h = (int(v) for v in input_size)
-    model = model.float().cpu().eval()
+    model = copy.deepcopy(model).float().cpu().eval()
     errors = {}
     try:
         runner = load_exported(path, fmt)

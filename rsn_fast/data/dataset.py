@@ -136,11 +136,7 @@ class TopDownDataset(Dataset):
         """Crop, normalise and encode one record; ``params`` overrides the sampled augmentation."""
         rec = self.records[index]
         p = params if params is not None else self.params(index, image.shape[1])
-        m = T.affine_matrix(p, self.input_size, image.shape[1])
-        crop = T.warp_image(image, m, self.input_size)
-        if self.data_cfg.color == "rgb":
-            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-        crop = (crop.astype(np.float32) - self.mean) * self.inv_std
+        crop, m = T.crop_input(image, p, self.input_size, self.data_cfg.color, self.mean, self.inv_std)
         kp = T.transform_keypoints(rec["keypoints"], m, p.flip, self.flip_index)
         weight = T.crop_visibility(kp, self.input_size)
         meta = {
@@ -155,7 +151,7 @@ class TopDownDataset(Dataset):
         if "head_size" in rec:
             meta["head_size"] = torch.tensor(rec["head_size"], dtype=torch.float32)
         item = {
-            "image": torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))),
+            "image": torch.from_numpy(crop),
             "keypoints": torch.from_numpy(kp[:, :2].astype(np.float32)),
             "target_weight": torch.from_numpy(weight),
             "meta": meta,

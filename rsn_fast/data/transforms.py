@@ -30,6 +30,7 @@ __all__ = [
     "test_params",
     "affine_matrix",
     "warp_image",
+    "crop_input",
     "transform_keypoints",
     "crop_visibility",
 ]
@@ -253,6 +254,33 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, input_size: Sequence[int])
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
+
+
+def crop_input(
+    image: np.ndarray,
+    params: AugParams,
+    input_size: Sequence[int],
+    color: str,
+    mean: np.ndarray,
+    inv_std: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The network input of one box: affine crop, colour order, normalisation.
+
+    Args:
+        image: (H_img, W_img, 3) uint8 BGR (as ``cv2.imread`` gives).
+        params: the crop (``test_params`` or a training sample).
+        input_size: (W, H).
+        color: "rgb" (converted) or "bgr" (kept), the model's input colour order (``data.color``).
+        mean, inv_std: (3,) float32 in that colour order, 0..255 scale.
+    Returns:
+        (3, H, W) float32 ``(crop - mean) * inv_std`` and the (2, 3) matrix taking image px to input px.
+    """
+    m = affine_matrix(params, input_size, image.shape[1])
+    crop = warp_image(image, m, input_size)
+    if color == "rgb":
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    crop = (crop.astype(np.float32) - mean) * inv_std
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)), m
 
 
 def transform_keypoints(

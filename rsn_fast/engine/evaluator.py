@@ -62,8 +62,6 @@ def predict(
         (N,K,2) image pixels, ``scores`` (N,K) keypoint scores, ``box_score`` (N,), ``center`` (N,2),
         ``box_size`` (N,2).
     """
-    from rsn_fast.ops import decode_heatmaps
-
     net = unwrap(model)
     from rsn_fast.selftest import self_check
 
@@ -71,8 +69,6 @@ def predict(
     was_training = net.training
     net.eval()
     flip_pairs = _flip_pairs(cfg) if cfg.test.flip else None
-    input_size = tuple(cfg.model.input_size)
-    amp = cfg.train.amp
     mem = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     keys = ("index", "image_id", "coords", "scores", "box_score", "center", "box_size")
     out: dict[str, list[np.ndarray]] = {k: [] for k in keys}
@@ -84,25 +80,7 @@ def predict(
     for batch in it:
         img = batch["image"].to(device, non_blocking=True).contiguous(memory_format=mem)
         meta = batch["meta"]
-        with torch.autocast(device.type, dtype=_AMP_DTYPES.get(amp, torch.float32), enabled=amp != "off"):
-            heat = net(img)
-            heat_flip = net(img.flip(3)) if flip_pairs is not None else None
-        # fp16/bf16 heatmaps go to the decoder as they are: its kernels read them and compute in fp32.
-        heat = _last(heat)
-        if heat_flip is not None:
-            heat_flip = _last(heat_flip)
-        center = meta["center"].to(device=device, dtype=torch.float32)
-        box_size = meta["box_size"].to(device=device, dtype=torch.float32)
-        coords, scores = decode_heatmaps(
-            heat,
-            center,
-            box_size,
-            input_size,
-            mode=cfg.test.decode_mode,
-            blur_kernel=cfg.test.blur_kernel,
-            flipped=heat_flip,
-            flip_pairs=flip_pairs,
-        )
+        coords, scores = infer_keypoints(net, img, meta["center"], meta["box_size"], cfg, flip_pairs)
         out["index"].append(meta["index"].numpy().astype(np.int64))
         out["image_id"].append(meta["image_id"].numpy().astype(np.int64))
         out["coords"].append(coords.float().cpu().numpy())
@@ -123,6 +101,48 @@ def predict(
         "box_size": np.zeros((0, 2), np.float32),
     }
     return {key: (np.concatenate(v) if v else empty[key]) for key, v in out.items()}
+
+
+def infer_keypoints(
+    net: torch.nn.Module,
+    img: torch.Tensor,
+    center: torch.Tensor,
+    box_size: torch.Tensor,
+    cfg: Config,
+    flip_pairs: list[tuple[int, int]] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test-time pipeline on one batch of crops: forward (``train.amp`` autocast), flip test, decoding.
+
+    Args:
+        net: the eval-mode model (or any callable with its output).
+        img: (N, 3, H, W) normalised crops on the model's device.
+        center, box_size: (N, 2) the crops' box centres and extended, aspect-fitted sizes, image px.
+        cfg: the run config (``test.decode_mode``, ``test.blur_kernel``, ``model.input_size``, ``train.amp``).
+        flip_pairs: the keypoint set's pairs for the flip test, or None for no flip test.
+    Returns:
+        coords (N, K, 2) image px and scores (N, K), on img's device.
+    """
+    from rsn_fast.ops import decode_heatmaps
+
+    device = img.device
+    amp = cfg.train.amp
+    with torch.autocast(device.type, dtype=_AMP_DTYPES.get(amp, torch.float32), enabled=amp != "off"):
+        heat = net(img)
+        heat_flip = net(img.flip(3)) if flip_pairs is not None else None
+    # fp16/bf16 heatmaps go to the decoder as they are: its kernels read them and compute in fp32.
+    heat = _last(heat)
+    if heat_flip is not None:
+        heat_flip = _last(heat_flip)
+    return decode_heatmaps(
+        heat,
+        center.to(device=device, dtype=torch.float32),
+        box_size.to(device=device, dtype=torch.float32),
+        tuple(cfg.model.input_size),
+        mode=cfg.test.decode_mode,
+        blur_kernel=cfg.test.blur_kernel,
+        flipped=heat_flip,
+        flip_pairs=flip_pairs,
+    )
 
 
 def _last(heat: Any) -> torch.Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from rsn_fast import _ext
+from rsn_fast.ops._export import exporting
 
 # Load the extension (or record why it is missing) now, outside any torch.compile trace: backend choice reads
 # only the cached facts, which dynamo can trace.
@@ -109,6 +110,9 @@ class Dispatcher:
         return {name: list(b.reasons(*args, **kwargs)) for name, b in self.backends.items()}
 
     def choose(self, *args, backend: str | None = None, **kwargs) -> Backend:
+        if "reference" in self.backends and exporting():
+            # an exported graph must consist of standard operators (see rsn_fast.ops._export)
+            return self.backends["reference"]
         requested = backend or os.environ.get("RSN_FAST_BACKEND") or None
         if requested is not None:
             if requested not in self.backends:

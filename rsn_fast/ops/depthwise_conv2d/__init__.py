@@ -14,6 +14,7 @@ from types import ModuleType
 import torch
 
 from rsn_fast.ops._dispatch import Backend, Dispatcher, cuda_reasons, register, triton_reasons
+from rsn_fast.ops._export import exporting
 from rsn_fast.ops.depthwise_conv2d import cuda as _cuda
 from rsn_fast.ops.depthwise_conv2d import reference as _reference
 
@@ -206,5 +207,7 @@ def depthwise_conv2d(
     check_inputs(x, weight, bias, padding)
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()
+    if exporting():
+        return _reference.depthwise_conv2d_forward(x, weight, bias, padding)  # a grouped Conv when exported
     name = DISPATCHER.choose(x, weight, bias, padding, backend=backend).name
     return torch.ops.rsn_fast.depthwise_conv2d(x, weight, bias, padding, name)

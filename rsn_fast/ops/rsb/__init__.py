@@ -26,6 +26,7 @@ from types import ModuleType
 import torch
 
 from rsn_fast.ops._dispatch import Backend, Dispatcher, cuda_reasons, register, triton_reasons
+from rsn_fast.ops._export import exporting
 from rsn_fast.ops.rsb import reference as _reference
 from rsn_fast.ops.rsb.reference import fold_bn
 
@@ -252,6 +253,11 @@ def conv_bnact_stats(
     """
     if padding is None:
         padding = weight.shape[-1] // 2
+    if exporting():
+        z, s, q = _reference.conv_bnact_stats_forward(
+            srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats
+        )
+        return z, s, q
     name = DISPATCHER.choose(srcs, scale, shift, weight, bias, stride, padding, backend=backend).name
     z, s, q, _ = torch.ops.rsn_fast.rsb_conv_bnact_stats(
         srcs, scale, shift, weight, bias, stride, padding, relu, cat, stats, save_input, name
@@ -355,5 +361,7 @@ def rsb_epilogue(
     Returns:
         (N, C, H, W) in z's dtype and memory format; computed in fp32 and rounded once.
     """
+    if exporting():
+        return _reference.epilogue_forward(z, scale, shift, r, r_scale, r_shift)
     name = EPILOGUE_DISPATCHER.choose(z, scale, shift, r, r_scale, r_shift, backend=backend).name
     return torch.ops.rsn_fast.rsb_epilogue(z, scale, shift, r, r_scale, r_shift, name)

@@ -94,11 +94,6 @@ def load_pose_model(config, checkpoint, device: str | torch.device | None = "cpu
     from rsn_fast.models import build_model
 
     cfg = _pose_config(config)
-    model = build_model(cfg)
-    ckpt = os.fspath(checkpoint)
-    if not os.path.isfile(ckpt):
-        raise FileNotFoundError(f"checkpoint file not found: {ckpt}")
-    load_model_weights(model, ckpt)
     try:
         device = torch.device(
             device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,6 +102,12 @@ def load_pose_model(config, checkpoint, device: str | torch.device | None = "cpu
         raise PredictorError(f"bad device {device!r}: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PredictorError(f"device {str(device)!r} asked for, but no CUDA GPU is available (use 'cpu')")
+    ckpt = os.fspath(checkpoint)
+    if not os.path.isfile(ckpt):
+        raise FileNotFoundError(f"checkpoint file not found: {ckpt}")
+    # model.fused=auto fuses for a CUDA device only, so the builder needs the device
+    model = build_model(cfg, device=device)
+    load_model_weights(model, ckpt, cfg=cfg)
     return cfg, model.to(device).eval()
 
 

@@ -84,3 +84,14 @@ def test_save_and_reload_round_trip(tmp_path):
 def test_override_through_a_value_is_an_error():
     with pytest.raises(ConfigError, match=r"'input_size' is not a section"):
         load_config("configs/rsn18_coco_256x192.yaml", ["model.input_size.w=3"])
+
+
+def test_bare_off_is_the_string_off_for_string_choices(tmp_path):
+    # YAML 1.1 reads `off` as false; string fields whose choices include "off" must take it as that word
+    cfg = load_config(None, ["train.amp=off", "model.fused=off"])
+    assert cfg.train.amp == "off" and cfg.model.fused == "off"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  amp: off\n")
+    assert load_config(str(path)).train.amp == "off"
+    with pytest.raises(ConfigError, match=r"train.amp"):
+        load_config(None, ["train.amp=on"])  # true is "on", which amp does not offer

@@ -128,6 +128,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if tp is str:
+        if isinstance(value, bool):
+            # YAML 1.1 reads a bare off/on (no/yes) as a boolean; every string choice spells them "off"/"on"
+            # (train.amp: off, model.fused: off, ...), so take the boolean as that word and let the field's
+            # own choices decide.
+            return "on" if value else "off"
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

@@ -95,3 +95,11 @@ def test_bare_off_is_the_string_off_for_string_choices(tmp_path):
     assert load_config(str(path)).train.amp == "off"
     with pytest.raises(ConfigError, match=r"train.amp"):
         load_config(None, ["train.amp=on"])  # true is "on", which amp does not offer
+
+
+def test_renamed_key_still_loads_with_a_warning():
+    with pytest.warns(DeprecationWarning, match=r"'data.bad_image' is now 'bad_images'"):
+        cfg = load_config(None, ["data.bad_image=skip"])
+    assert cfg.data.bad_images == "skip"
+    with pytest.raises(ConfigError, match=r"both given"):
+        load_config(None, ["data.bad_image=skip", "data.bad_images=error"])

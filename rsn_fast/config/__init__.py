@@ -15,6 +15,7 @@ import difflib
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -150,8 +151,21 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
+    renamed = getattr(cls, "RENAMED_KEYS", {})
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
+        if key in renamed and key not in names:
+            new = renamed[key]
+            if new in data:
+                raise ConfigError(
+                    f"config keys '{path}' and its new name '{new}' are both given; keep '{new}'"
+                )
+            warnings.warn(
+                f"config key '{path}' is now '{new}'; the old name still works",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            key = new
         if key not in names:
             raise ConfigError(f"unknown config key '{path}'; did you mean '{_closest(str(key), names)}'?")
         kwargs[key] = _coerce(value, hints[key], path)

@@ -8,6 +8,7 @@ override (``--opt data.recipe=official``) and each recipe keeps its own exact pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 RECIPES = ("paper", "official", "mmpose")
 # YAML 1.1 reads a bare `off` as false, so the official recipe is spelled "official"; "off" is accepted quoted.
@@ -101,6 +102,9 @@ class DaliOptions:
 @dataclass
 class DataConfig:
     """Where the data comes from, how it is augmented, encoded and loaded."""
+
+    # old key -> new key: configs written before the rename keep loading (with a DeprecationWarning)
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"bad_image": "bad_images"}
 
     dataset: str = "coco"  # coco | mpii
     root: str = "data/coco"

@@ -152,7 +152,7 @@ def test_keep_last_and_find_latest(tmp_path):
     (folder / "iter_00000012.pth.999.tmp").write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="iter_00000010.pth: not a checkpoint"):
         assert ckpt.find_latest(run).endswith("iter_00000008.pth")
-    ckpt.atomic_link(ckpt.find_latest(run), ckpt.best_path(run))
+    ckpt.atomic_link(os.path.join(run, ckpt.CKPT_DIR, "iter_00000008.pth"), ckpt.best_path(run))
     assert torch.load(ckpt.best_path(run))["iteration"] == 8
 
 

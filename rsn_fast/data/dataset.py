@@ -9,7 +9,6 @@ import logging
 import os
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset

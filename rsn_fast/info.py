@@ -73,6 +73,7 @@ def extension() -> dict[str, Any]:
         "path": getattr(mod, "__file__", None),
         "with_cuda": _ext.extension_has_cuda(),
         "cuda_archs": _ext.extension_cuda_archs(),
+        "cuda_emulation": _ext.extension_is_emulation(),
     }
 
 
@@ -150,6 +151,11 @@ def format_report(info: dict[str, Any]) -> str:
         archs = ";".join(ext["cuda_archs"]) or "-"
         lines.append(f"  built: yes ({ext['path']}); CUDA kernels: {'yes' if ext['with_cuda'] else 'no'}")
         lines.append(f"  CUDA archs: {archs}")
+        if ext.get("cuda_emulation"):
+            lines.append(
+                "  CUDA emulation build: the CUDA kernels run on the CPU emulator (csrc/emulation), on CPU tensors, "
+                "only with backend='cuda' or RSN_FAST_BACKEND=cuda"
+            )
     else:
         lines.append(f"  built: no ({ext['error']})")
         lines.append(f"  {ext['hint']}")

@@ -55,6 +55,9 @@ inline void check_cuda_map(const at::Tensor& t, const char* op, const char* name
   check_ndim(t, 4, op, name);
   RSN_CHECK_ARG(on_cuda_device(t), op, name, "must be ", cuda_device_name(), ", got ", t.device());
   check_float_dtype(t, op, name);
+  // The PRM and RSB kernels put N in grid.y, whose limit is 65535 (a larger N would be a failed launch).
+  RSN_CHECK_ARG(t.size(0) <= 65535, op, name, "batch size N = ", t.size(0), " exceeds the CUDA grid.y limit 65535 ",
+                "of these kernels; split the batch");
   if (like != nullptr) {
     RSN_CHECK_ARG(t.sizes() == like->sizes(), op, name, "must have the shape of '", like_name, "' ",
                   like->sizes(), ", got ", t.sizes());

@@ -279,7 +279,12 @@ cudaError_t launch_typed(const void* hm, const void* fl, const int64_t* perm, co
   const size_t smem =
       p.mode == kModeStandard ? 0 : sizeof(acc_t) * ((plan.r1 - plan.r0) + 2 * r) * (plan.c1 - plan.c0);
   auto kernel = decode_kernel<scalar_t, acc_t>;
-  if (smem > 48 * 1024) {
+  // The 48 KiB default limit is on static + dynamic shared memory (g and red are static): beyond it the launch
+  // needs the opt-in attribute, even when the dynamic part alone is under 48 KiB (found by csrc/emulation).
+  cudaFuncAttributes attr{};
+  const cudaError_t ae = cudaFuncGetAttributes(&attr, kernel);
+  if (ae != cudaSuccess) return ae;
+  if (smem + attr.sharedSizeBytes > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem));
     if (e != cudaSuccess) return e;

@@ -176,9 +176,23 @@ def format_report(info: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsn_fast.info", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--require-cuda-archs",
+        metavar="ARCHS",
+        help="exit 1 unless rsn_fast._C is a real CUDA build for these archs, e.g. '7.5;8.0;9.0' (CI)",
+    )
     args = parser.parse_args(argv)
     info = collect()
     print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
+    if args.require_cuda_archs is not None:
+        ext = info["extension"]
+        want = [a for a in args.require_cuda_archs.split(";") if a]
+        have = ext.get("cuda_archs", []) if ext.get("built") and not ext.get("cuda_emulation") else []
+        if not ext.get("with_cuda") or not set(want) <= set(have):
+            print(
+                f"error: rsn_fast._C is not a CUDA build for {want} (has {have or 'none'})", file=sys.stderr
+            )
+            return 1
     return 0
 
 

@@ -63,7 +63,9 @@ def test_decode_static_plus_dynamic_shared_memory_over_48k(mode):
 def test_decode_over_the_opt_in_maximum_fails_clearly():
     """A map whose blur rows exceed even the 96 KiB opt-in maximum fails with an error, not a bad launch."""
     hm = _maps((1, 1, 200, 160), 4, torch.float64).abs()
-    with pytest.raises(RuntimeError, match="rsn_fast::decode_heatmaps: CUDA kernel launch failed: invalid argument"):
+    with pytest.raises(
+        RuntimeError, match="rsn_fast::decode_heatmaps: CUDA kernel launch failed: invalid argument"
+    ):
         _decode(hm, "cuda")
 
 

@@ -60,7 +60,8 @@ def sources() -> tuple[list[str], list[str]]:
 
     skip = {"tests", "emulation"}
     cpp = rel(p for p in CSRC.rglob("*.cpp") if not skip & set(p.relative_to(CSRC).parts))
-    return cpp, rel(CSRC.rglob("*.cu"))
+    # csrc/emulation/*.cu are the emulator's self-test kernels: emulation builds only (emulation_extension)
+    return cpp, rel(p for p in CSRC.rglob("*.cu") if "emulation" not in p.relative_to(CSRC).parts)
 
 
 EMULATION_BUILD = ROOT / "build" / "emulation"
@@ -114,7 +115,8 @@ def cuda_headers() -> Path:
 def emulation_extension(cpp_extension, cpp: list[str], cu: list[str], kwargs: dict):
     """The extension whose CUDA kernels run on the CPU emulator (csrc/emulation), built with the host compiler."""
     include = cuda_headers()
-    wrappers = [emulation_wrapper(c) for c in cu]
+    selftest = sorted(str(p.relative_to(ROOT)) for p in (CSRC / "emulation").glob("*.cu"))
+    wrappers = [emulation_wrapper(c) for c in cu + selftest]
     emu = sorted(str(p.relative_to(ROOT)) for p in (CSRC / "emulation").glob("*.cpp"))
     kwargs["define_macros"] += [("RSN_FAST_WITH_CUDA", None), ("RSN_FAST_CUDA_EMULATION", None)]
     kwargs["include_dirs"] = kwargs["include_dirs"] + [str(include)]

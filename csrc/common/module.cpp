@@ -9,6 +9,10 @@
 #include <pybind11/stl.h>
 
 #include "emulation/emulator.h"
+
+namespace rsn_fast {
+std::vector<float> emulation_selftest(const std::string& name);  // csrc/emulation/selftest.cu
+}
 #endif
 
 // Stringify the arch list passed by setup.py as a pp-number with '_' for ';' (a ';' would not survive the shell).
@@ -72,5 +76,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {  // NOLINT
       },
       "The recent emulated launches, oldest first: dicts of kernel, file, line, grid, block, shared memory.");
   m.def("emulation_clear_launches", &rsn_emu::clear_launches, "Forgets the recorded launches.");
+  m.def("emulation_selftest", &rsn_fast::emulation_selftest,
+        "Runs one rule-breaking kernel of csrc/emulation/selftest.cu (tests show the emulator catches it).");
 #endif
 }

@@ -111,3 +111,32 @@ def test_batch_over_the_grid_y_limit_is_a_clear_error():
     z = torch.empty(65536, 1, 1, 1).expand(65536, 2, 1, 2)
     with pytest.raises(ValueError, match="grid.y limit 65535"):
         torch.ops.rsn_fast.rsb_channel_stats_cuda(z.contiguous())
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("launch_bounds", r"bounded_kernel launched at .*selftest\.cu:\d+: 128 threads per block > the kernel's "
+         r"__launch_bounds__\(64\)"),
+        ("threads", r"plain_kernel launched at .*selftest\.cu:\d+: 1025 threads per block"),
+        ("grid_z", r"plain_kernel .*grid.y or grid.z > 65535"),
+        ("barrier", r"half_barrier_kernel .*__syncthreads was reached by only part of the block"),
+        ("shuffle", r"half_shuffle_kernel .*a warp shuffle was reached by only part of a warp"),
+        ("shared", r"big_shared_kernel .*static \+ dynamic shared memory 4096 \+ 46080 bytes > 48 KiB"),
+    ],
+)  # fmt: skip
+def test_emulator_rejects_what_a_gpu_rejects(case, match):
+    """Kernels that break a rule on purpose (csrc/emulation/selftest.cu): each error names kernel, file, line."""
+    with pytest.raises(RuntimeError, match=match):
+        _ext.require_extension().emulation_selftest(case)
+
+
+def test_shared_memory_opt_in_and_poison_show_a_missing_barrier(monkeypatch):
+    """With the opt-in attribute the 49 KiB launch runs; a read before the barrier sees the NaN poison in one
+    thread order or the other."""
+    mod = _ext.require_extension()
+    assert mod.emulation_selftest("shared_opt_in")[:64] == [2.0] * 64
+    seen = [mod.emulation_selftest("missing_barrier")[:32]]
+    monkeypatch.setenv("RSN_FAST_EMULATION_REVERSE", "1")
+    seen.append(mod.emulation_selftest("missing_barrier")[:32])
+    assert any(v != v for out in seen for v in out), seen  # NaN: read before written

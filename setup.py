@@ -127,9 +127,7 @@ def emulation_extension(cpp_extension, cpp: list[str], cu: list[str], kwargs: di
     flags = ["-O2", "-ffp-contract=off"]
     if os.environ.get("RSN_FAST_EMULATION_ASAN", "0") not in ("", "0"):
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
-        log(
-            "AddressSanitizer on (RSN_FAST_EMULATION_ASAN): run python with LD_PRELOAD=$(g++ -print-file-name=libasan.so)"
-        )
+        log("AddressSanitizer on (RSN_FAST_EMULATION_ASAN): run python as csrc/emulation/README.md says")
     return cpp_extension.CppExtension(
         sources=cpp + wrappers + emu,
         extra_compile_args={"cxx": flags},

@@ -76,6 +76,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {  // NOLINT
       },
       "The recent emulated launches, oldest first: dicts of kernel, file, line, grid, block, shared memory.");
   m.def("emulation_clear_launches", &rsn_emu::clear_launches, "Forgets the recorded launches.");
+  m.def(
+      "emulation_asan",
+      [] {
+#if defined(__SANITIZE_ADDRESS__)
+        return true;
+#else
+        return false;
+#endif
+      },
+      "Whether this emulation build has AddressSanitizer (RSN_FAST_EMULATION_ASAN=1).");
   m.def("emulation_selftest", &rsn_fast::emulation_selftest,
         "Runs one rule-breaking kernel of csrc/emulation/selftest.cu (tests show the emulator catches it).");
 #endif

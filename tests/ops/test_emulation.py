@@ -140,3 +140,21 @@ def test_shared_memory_opt_in_and_poison_show_a_missing_barrier(monkeypatch):
     monkeypatch.setenv("RSN_FAST_EMULATION_REVERSE", "1")
     seen.append(mod.emulation_selftest("missing_barrier")[:32])
     assert any(v != v for out in seen for v in out), seen  # NaN: read before written
+
+
+ASAN = EMULATION and getattr(_ext.require_extension(), "emulation_asan", lambda: False)()
+
+
+@pytest.mark.skipif(not ASAN, reason="out-of-bounds accesses are caught by the AddressSanitizer emulation build "
+                    "(RSN_FAST_EMULATION_ASAN=1), which CI runs as its own pass")  # fmt: skip
+def test_out_of_bounds_write_is_caught_by_asan():
+    """A kernel that writes one element past its buffer (planted in csrc/emulation/selftest.cu) kills the
+    process with AddressSanitizer's report; run in a child so this test session survives."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from rsn_fast import _ext; _ext.require_extension().emulation_selftest('out_of_bounds')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode != 0, r.stderr[-2000:]
+    assert "heap-buffer-overflow" in r.stderr and "out_of_bounds_kernel" in r.stderr, r.stderr[-2000:]

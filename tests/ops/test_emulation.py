@@ -78,7 +78,7 @@ def _prm_inputs(shape, seed, channels_last):
 
 def _run_all_kernels(channels_last):
     """Outputs and gradients of one small case per CUDA kernel family (PRM train fwd+bwd covers the depthwise
-    stats, pointwise, gate and backward kernels)."""
+    stats, pointwise, gate and backward kernels; the RSB kernels run in tests/nn/test_emulation_model.py)."""
     out = []
     acts, params, bufs = _prm_inputs((2, 9, 15, 13), 5, channels_last)
     leaves = {k: v.requires_grad_() for k, v in {**acts, **params}.items() if v.is_floating_point()}
@@ -91,6 +91,16 @@ def _run_all_kernels(channels_last):
     yd = depthwise_conv2d(x, w, None, 2, backend="cuda")
     out += [yd.detach(), *torch.autograd.grad(yd, (x, w), torch.randn_like(yd))]
     out += list(_decode(_maps((2, 3, 13, 11), 8).abs(), "cuda"))
+    from rsn_fast.ops.bn_add_relu import bn_add_relu
+    from rsn_fast.ops.gaussian_targets import gaussian_targets
+    from rsn_fast.ops.megvii_targets import megvii_targets
+
+    xb = _maps((2, 5, 33, 9), 9, channels_last=channels_last)
+    out.append(bn_add_relu(xb, _maps((5,), 10), _maps((5,), 11), _maps(xb.shape, 12), backend="cuda"))
+    kp = torch.rand((3, 4, 2), generator=torch.Generator().manual_seed(13)) * torch.tensor([24.0, 32.0])
+    wt = torch.ones(3, 4)
+    out.append(megvii_targets(kp, wt, (24, 32), [7, 5], backend="cuda"))
+    out.append(gaussian_targets(kp, wt, (24, 32), 2.0, backend="cuda"))
     return out
 
 

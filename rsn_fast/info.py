@@ -95,6 +95,7 @@ def import_ops() -> dict[str, str]:
 def backend_choices() -> dict[str, Any]:
     import torch
 
+    from rsn_fast import _ext
     from rsn_fast.ops._dispatch import REGISTRY, BackendError
 
     import_errors = import_ops()
@@ -107,7 +108,10 @@ def backend_choices() -> dict[str, Any]:
             entry: dict[str, Any] = {}
             try:
                 args = example(device)
-                entry["reasons"] = {k: v for k, v in dispatcher.all_reasons(*args).items() if v}
+                reasons = dispatcher.all_reasons(*args)
+                if _ext.extension_is_emulation() and "cuda" in reasons and not reasons["cuda"]:
+                    reasons["cuda"] = ["CUDA emulation build: runs only when asked for (backend='cuda')"]
+                entry["reasons"] = {k: v for k, v in reasons.items() if v}
                 entry["chosen"] = dispatcher.choose(*args).name
             except BackendError as e:
                 entry["chosen"] = None

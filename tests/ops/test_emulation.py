@@ -80,12 +80,12 @@ def _run_all_kernels(channels_last):
     """Outputs and gradients of one small case per CUDA kernel family (PRM train fwd+bwd covers the depthwise
     stats, pointwise, gate and backward kernels; the RSB kernels run in tests/nn/test_emulation_model.py)."""
     out = []
-    acts, params, bufs = _prm_inputs((2, 9, 15, 13), 5, channels_last)
+    acts, params, bufs = _prm_inputs((2, 33, 17, 33), 5, channels_last)  # tiles its depthwise conv too
     leaves = {k: v.requires_grad_() for k, v in {**acts, **params}.items() if v.is_floating_point()}
     y = prm_spatial_gate(**acts, **params, **bufs, training=True, backend="cuda")
     grads = torch.autograd.grad(y, list(leaves.values()), torch.randn_like(y))
     out += [y.detach(), *grads, *bufs.values()]
-    x, w = _maps((2, 10, 17, 11), 6, channels_last=channels_last), _maps((10, 1, 5, 5), 7)
+    x, w = _maps((2, 40, 19, 35), 6, channels_last=channels_last), _maps((40, 1, 5, 5), 7)
     x.requires_grad_()
     w.requires_grad_()
     yd = depthwise_conv2d(x, w, None, 2, backend="cuda")
@@ -168,3 +168,39 @@ def test_out_of_bounds_write_is_caught_by_asan():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode != 0, r.stderr[-2000:]
     assert "heap-buffer-overflow" in r.stderr and "out_of_bounds_kernel" in r.stderr, r.stderr[-2000:]
+
+
+# Grid dimensions each kernel tiles (the others are 1 by design: flat grid-stride kernels use only x).
+TILED_DIMS = {
+    "dw_conv_nchw_kernel": 3, "dw_conv_nhwc_kernel": 3, "dw_wgrad_nchw_kernel": 2, "pointwise_kernel": 2,
+    "gate_eval_kernel": 2, "gate_bwd_kernel": 2, "bn_d_bwd_sums_kernel": 2,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_small_cases_launch_two_blocks_along_every_tiled_dimension(channels_last):
+    """One-tile launches let tile-offset bugs through: the small emulation cases must tile every dimension."""
+    clear_emulated_launches()
+    _run_all_kernels(channels_last)
+    seen = set()
+    for r in emulated_launches():
+        name = r["kernel"].split("<")[0]
+        seen.add(name)
+        dims = TILED_DIMS.get(name, 1)
+        assert all(g >= 2 for g in r["grid"][:dims]) and all(g == 1 for g in r["grid"][dims:]), r
+    dw = {"dw_conv_nhwc_kernel" if channels_last else "dw_conv_nchw_kernel", "dw_wgrad_nchw_kernel"}
+    assert (
+        dw
+        | {
+            "pointwise_kernel",
+            "gate_kernel",
+            "gate_bwd_kernel",
+            "bn_d_bwd_sums_kernel",
+            "bn_d_bwd_kernel",
+            "kernel",
+            "bn_add_relu_kernel",
+            "megvii_targets_kernel",
+            "gaussian_targets_kernel",
+        }
+        <= seen
+    ), seen

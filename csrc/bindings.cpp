@@ -5,7 +5,11 @@
 
 TORCH_LIBRARY(rsn_fast, m) {
   // y = relu(x * scale[c] + shift[c] (+ residual)); folded inference BatchNorm + residual add + ReLU.
-  m.def("bn_add_relu(Tensor x, Tensor scale, Tensor shift, Tensor? residual=None, bool relu=True) -> Tensor");
+#define RSN_BN_ADD_RELU_SCHEMA "(Tensor x, Tensor scale, Tensor shift, Tensor? residual=None, bool relu=True) -> Tensor"
+  m.def("bn_add_relu" RSN_BN_ADD_RELU_SCHEMA);
+#ifdef RSN_FAST_CUDA_EMULATION  // the CUDA kernel on CPU tensors (csrc/emulation)
+  m.def("bn_add_relu_emulated_cuda" RSN_BN_ADD_RELU_SCHEMA);
+#endif
   // Depthwise convolution, stride 1, odd k <= 31; wrapped by the Python op rsn_fast::depthwise_conv2d.
   m.def("depthwise_conv2d_bwd_cuda(Tensor grad, Tensor x, Tensor weight, int padding, bool need_input, "
         "bool need_weight, bool need_bias) -> (Tensor, Tensor, Tensor)");

@@ -18,11 +18,12 @@ BUILD_HINT = (
 _LOADED: tuple | None = None
 _HAS_CUDA = False
 _ARCHS: list[str] = []
+_EMULATION = False
 
 
 def load_extension():
     """Import ``rsn_fast._C`` once. Returns (module or None, error message or None)."""
-    global _LOADED, _HAS_CUDA, _ARCHS
+    global _LOADED, _HAS_CUDA, _ARCHS, _EMULATION
     if _LOADED is None:
         try:
             import torch  # noqa: F401  (_C links against libc10/libtorch, which torch's import loads)
@@ -31,6 +32,7 @@ def load_extension():
 
             _HAS_CUDA = bool(getattr(_C, "with_cuda", lambda: False)())
             _ARCHS = [a for a in getattr(_C, "cuda_archs", lambda: "")().split(";") if a]
+            _EMULATION = bool(getattr(_C, "is_emulation", lambda: False)())
             _LOADED = (_C, None)
         except Exception as e:  # ImportError, or an undefined symbol from a torch mismatch
             _LOADED = (None, f"{type(e).__name__}: {e}")
@@ -58,3 +60,12 @@ def extension_cuda_archs() -> list[str]:
 def extension_has_cuda() -> bool:
     load_extension()
     return _HAS_CUDA
+
+
+def extension_is_emulation() -> bool:
+    """Whether the extension's CUDA kernels run on the CPU emulator (built with RSN_FAST_CUDA_EMULATION=1).
+
+    The ``cuda`` backend then takes CPU tensors; automatic dispatch never picks it (csrc/emulation/README.md).
+    """
+    load_extension()
+    return _EMULATION

@@ -73,6 +73,7 @@ def extension() -> dict[str, Any]:
         "path": getattr(mod, "__file__", None),
         "with_cuda": _ext.extension_has_cuda(),
         "cuda_archs": _ext.extension_cuda_archs(),
+        "cuda_emulation": _ext.extension_is_emulation(),
     }
 
 
@@ -94,6 +95,7 @@ def import_ops() -> dict[str, str]:
 def backend_choices() -> dict[str, Any]:
     import torch
 
+    from rsn_fast import _ext
     from rsn_fast.ops._dispatch import REGISTRY, BackendError
 
     import_errors = import_ops()
@@ -106,7 +108,10 @@ def backend_choices() -> dict[str, Any]:
             entry: dict[str, Any] = {}
             try:
                 args = example(device)
-                entry["reasons"] = {k: v for k, v in dispatcher.all_reasons(*args).items() if v}
+                reasons = dispatcher.all_reasons(*args)
+                if _ext.extension_is_emulation() and "cuda" in reasons and not reasons["cuda"]:
+                    reasons["cuda"] = ["CUDA emulation build: runs only when asked for (backend='cuda')"]
+                entry["reasons"] = {k: v for k, v in reasons.items() if v}
                 entry["chosen"] = dispatcher.choose(*args).name
             except BackendError as e:
                 entry["chosen"] = None
@@ -150,6 +155,11 @@ def format_report(info: dict[str, Any]) -> str:
         archs = ";".join(ext["cuda_archs"]) or "-"
         lines.append(f"  built: yes ({ext['path']}); CUDA kernels: {'yes' if ext['with_cuda'] else 'no'}")
         lines.append(f"  CUDA archs: {archs}")
+        if ext.get("cuda_emulation"):
+            lines.append(
+                "  CUDA emulation build: the CUDA kernels run on the CPU emulator (csrc/emulation), on CPU tensors, "
+                "only with backend='cuda' or RSN_FAST_BACKEND=cuda"
+            )
     else:
         lines.append(f"  built: no ({ext['error']})")
         lines.append(f"  {ext['hint']}")
@@ -170,9 +180,23 @@ def format_report(info: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rsn_fast.info", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--require-cuda-archs",
+        metavar="ARCHS",
+        help="exit 1 unless rsn_fast._C is a real CUDA build for these archs, e.g. '7.5;8.0;9.0' (CI)",
+    )
     args = parser.parse_args(argv)
     info = collect()
     print(json.dumps(info, indent=2, default=str) if args.json else format_report(info))
+    if args.require_cuda_archs is not None:
+        ext = info["extension"]
+        want = [a for a in args.require_cuda_archs.split(";") if a]
+        have = ext.get("cuda_archs", []) if ext.get("built") and not ext.get("cuda_emulation") else []
+        if not ext.get("with_cuda") or not set(want) <= set(have):
+            print(
+                f"error: rsn_fast._C is not a CUDA build for {want} (has {have or 'none'})", file=sys.stderr
+            )
+            return 1
     return 0
 
 

@@ -130,7 +130,7 @@ def test_extension_reports_its_build():
     mod = _ext.require_extension()
     assert isinstance(mod.with_cuda(), bool)
     archs = _ext.extension_cuda_archs()
-    if mod.with_cuda():
+    if mod.with_cuda() and not _ext.extension_is_emulation():  # an emulation build compiles for no GPU arch
         assert archs and all(a.replace(".", "").replace("+PTX", "").isdigit() for a in archs), archs
     else:
         assert archs == []

@@ -12,8 +12,7 @@
 #include "common/checks.h"
 
 #ifdef RSN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
+#include "common/cuda_glue.h"
 
 #include "bn_add_relu/bn_add_relu_cuda.h"
 #endif
@@ -113,7 +112,7 @@ at::Tensor bn_add_relu_cpu(const at::Tensor& x, const at::Tensor& scale, const a
 #ifdef RSN_FAST_WITH_CUDA
 at::Tensor bn_add_relu_cuda(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
                             const std::optional<at::Tensor>& residual, bool relu) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x.device());
   Prepared p = prepare(x, scale, shift, residual);
   const DType dt = p.x.scalar_type() == at::kFloat ? DType::kFloat32
                    : p.x.scalar_type() == at::kHalf ? DType::kFloat16
@@ -121,8 +120,8 @@ at::Tensor bn_add_relu_cuda(const at::Tensor& x, const at::Tensor& scale, const 
   const cudaError_t err = launch_bn_add_relu(
       p.x.const_data_ptr(), p.scale.const_data_ptr<float>(), p.shift.const_data_ptr<float>(),
       p.residual.defined() ? p.residual.const_data_ptr() : nullptr, p.y.mutable_data_ptr(), p.n, p.c, p.hw,
-      p.channels_last, relu, dt, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+      p.channels_last, relu, dt, cuda_stream());
+  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cuda_error_string(err));
   return p.y;
 }
 #endif
@@ -130,7 +129,7 @@ at::Tensor bn_add_relu_cuda(const at::Tensor& x, const at::Tensor& scale, const 
 TORCH_LIBRARY_IMPL(rsn_fast, CPU, m) { m.impl("bn_add_relu", &bn_add_relu_cpu); }
 
 #ifdef RSN_FAST_WITH_CUDA
-TORCH_LIBRARY_IMPL(rsn_fast, CUDA, m) { m.impl("bn_add_relu", &bn_add_relu_cuda); }
+TORCH_LIBRARY_IMPL(rsn_fast, RSN_FAST_CUDA_KEY, m) { m.impl(RSN_FAST_CUDA_OP_NAME("bn_add_relu"), &bn_add_relu_cuda); }
 #endif
 
 }  // namespace rsn_fast

@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/cuda_launch.cuh"
 #include "common/cuda_math.cuh"
 
 #include "bn_add_relu/bn_add_relu_cuda.h"
@@ -47,14 +48,14 @@ cudaError_t launch_typed(const void* x, const float* scale, const float* shift, 
   const I n = static_cast<I>(numel), ci = static_cast<I>(c), hwi = static_cast<I>(hw);
   if (channels_last) {
     if (rt)
-      bn_add_relu_kernel<T, I, true, true><<<blocks, kThreads, 0, stream>>>(xt, scale, shift, rt, yt, n, ci, hwi, relu);
+      RSN_LAUNCH(blocks, kThreads, 0, stream, bn_add_relu_kernel<T, I, true, true>)(xt, scale, shift, rt, yt, n, ci, hwi, relu);
     else
-      bn_add_relu_kernel<T, I, true, false><<<blocks, kThreads, 0, stream>>>(xt, scale, shift, rt, yt, n, ci, hwi, relu);
+      RSN_LAUNCH(blocks, kThreads, 0, stream, bn_add_relu_kernel<T, I, true, false>)(xt, scale, shift, rt, yt, n, ci, hwi, relu);
   } else {
     if (rt)
-      bn_add_relu_kernel<T, I, false, true><<<blocks, kThreads, 0, stream>>>(xt, scale, shift, rt, yt, n, ci, hwi, relu);
+      RSN_LAUNCH(blocks, kThreads, 0, stream, bn_add_relu_kernel<T, I, false, true>)(xt, scale, shift, rt, yt, n, ci, hwi, relu);
     else
-      bn_add_relu_kernel<T, I, false, false><<<blocks, kThreads, 0, stream>>>(xt, scale, shift, rt, yt, n, ci, hwi, relu);
+      RSN_LAUNCH(blocks, kThreads, 0, stream, bn_add_relu_kernel<T, I, false, false>)(xt, scale, shift, rt, yt, n, ci, hwi, relu);
   }
   return cudaGetLastError();
 }

@@ -8,6 +8,10 @@
 
 #include "common/cuda_types.h"
 
+#ifdef RSN_FAST_WITH_CUDA
+#include "common/cuda_glue.h"
+#endif
+
 namespace rsn_fast {
 
 // Raised as c10::ValueError -> Python ValueError, with "<op>: <arg> ..." in the message.
@@ -44,12 +48,16 @@ inline at::MemoryFormat format_of(const at::Tensor& t) {
   return use_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+#ifdef RSN_FAST_WITH_CUDA
 // A 4-D CUDA feature map of a supported float dtype; `like` (if given) fixes shape, dtype and device.
 inline void check_cuda_map(const at::Tensor& t, const char* op, const char* name, const at::Tensor* like = nullptr,
                            const char* like_name = "") {
   check_ndim(t, 4, op, name);
-  RSN_CHECK_ARG(t.is_cuda(), op, name, "must be a CUDA tensor, got ", t.device());
+  RSN_CHECK_ARG(on_cuda_device(t), op, name, "must be ", cuda_device_name(), ", got ", t.device());
   check_float_dtype(t, op, name);
+  // The PRM and RSB kernels put N in grid.y, whose limit is 65535 (a larger N would be a failed launch).
+  RSN_CHECK_ARG(t.size(0) <= 65535, op, name, "batch size N = ", t.size(0), " exceeds the CUDA grid.y limit 65535 ",
+                "of these kernels; split the batch");
   if (like != nullptr) {
     RSN_CHECK_ARG(t.sizes() == like->sizes(), op, name, "must have the shape of '", like_name, "' ",
                   like->sizes(), ", got ", t.sizes());
@@ -58,5 +66,6 @@ inline void check_cuda_map(const at::Tensor& t, const char* op, const char* name
     check_same_device(t, *like, op, name, like_name);
   }
 }
+#endif  // RSN_FAST_WITH_CUDA
 
 }  // namespace rsn_fast

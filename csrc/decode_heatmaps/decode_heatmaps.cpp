@@ -27,8 +27,7 @@
 #include "decode_heatmaps/decode_math.h"
 
 #ifdef RSN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include "common/cuda_glue.h"
 
 #include "decode_heatmaps/decode_heatmaps_cuda.h"
 #endif
@@ -469,7 +468,7 @@ std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatma
                                                         int64_t blur_kernel,
                                                         const std::optional<at::Tensor>& flipped,
                                                         const std::optional<at::Tensor>& flip_perm) {
-  const c10::cuda::CUDAGuard guard(heatmaps.device());
+  const CudaDeviceGuard guard(heatmaps.device());
   Prepared p = prepare(heatmaps, centers, box_sizes, mode, blur_kernel, flipped, flip_perm);
   if (p.hm.numel() == 0) return {p.coords, p.scores};
   const auto st = p.hm.scalar_type();
@@ -490,8 +489,8 @@ std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatma
       p.hm.const_data_ptr(), p.fl.defined() ? p.fl.const_data_ptr() : nullptr,
       p.perm.defined() ? p.perm.const_data_ptr<int64_t>() : nullptr, p.centers.const_data_ptr(),
       p.boxes.const_data_ptr(), p.coords.mutable_data_ptr(), p.scores.mutable_data_ptr(), prm, dt,
-      c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+      cuda_stream());
+  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cuda_error_string(err));
   return {p.coords, p.scores};
 }
 #endif
@@ -499,15 +498,19 @@ std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatma
 // The schema lives here (a fragment of the rsn_fast library) so the op's files are self-contained.
 TORCH_LIBRARY_FRAGMENT(RSN_FAST_OP_LIBRARY, m) {
   // Heatmaps (N, K, H, W) -> (coords (N, K, 2) image px, scores (N, K)); see rsn_fast.ops.decode_heatmaps.
-  m.def(
-      "decode_heatmaps(Tensor heatmaps, Tensor centers, Tensor box_sizes, float input_w, float input_h, "
-      "str mode, int blur_kernel, Tensor? flipped, Tensor? flip_perm) -> (Tensor, Tensor)");
+#define RSN_DECODE_SCHEMA                                                                             \
+  "(Tensor heatmaps, Tensor centers, Tensor box_sizes, float input_w, float input_h, str mode, int blur_kernel, " \
+  "Tensor? flipped, Tensor? flip_perm) -> (Tensor, Tensor)"
+  m.def("decode_heatmaps" RSN_DECODE_SCHEMA);
+#ifdef RSN_FAST_CUDA_EMULATION
+  m.def("decode_heatmaps_emulated_cuda" RSN_DECODE_SCHEMA);  // the CUDA kernel on CPU tensors (csrc/emulation)
+#endif
 }
 
 TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, CPU, m) { m.impl("decode_heatmaps", &decode_heatmaps_cpu); }
 
 #ifdef RSN_FAST_WITH_CUDA
-TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, CUDA, m) { m.impl("decode_heatmaps", &decode_heatmaps_cuda); }
+TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, RSN_FAST_CUDA_KEY, m) { m.impl(RSN_FAST_CUDA_OP_NAME("decode_heatmaps"), &decode_heatmaps_cuda); }
 #endif
 
 }  // namespace rsn_fast

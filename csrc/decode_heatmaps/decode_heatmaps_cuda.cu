@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/cuda_launch.cuh"
 #include "decode_heatmaps/decode_heatmaps_cuda.h"
 #include "decode_heatmaps/decode_math.h"
 
@@ -103,7 +104,7 @@ __global__ void decode_kernel(const scalar_t* __restrict__ heatmaps,  // (N, K, 
                               acc_t* __restrict__ coords,             // (N, K, 2)
                               acc_t* __restrict__ scores,             // (N, K)
                               DecodeParams p, GridPlan plan, int blur) {
-  extern __shared__ unsigned char smem_raw[];
+  RSN_EXTERN_SHARED(unsigned char, smem_raw);
   acc_t* tmp = reinterpret_cast<acc_t*>(smem_raw);  // row-filtered rows: (out_rows + 2r) x out_cols
   __shared__ acc_t g[kMaxTaps];
   __shared__ Cand<acc_t> red[kThreads / 32];
@@ -278,12 +279,17 @@ cudaError_t launch_typed(const void* hm, const void* fl, const int64_t* perm, co
   const size_t smem =
       p.mode == kModeStandard ? 0 : sizeof(acc_t) * ((plan.r1 - plan.r0) + 2 * r) * (plan.c1 - plan.c0);
   auto kernel = decode_kernel<scalar_t, acc_t>;
-  if (smem > 48 * 1024) {
+  // The 48 KiB default limit is on static + dynamic shared memory (g and red are static): beyond it the launch
+  // needs the opt-in attribute, even when the dynamic part alone is under 48 KiB (found by csrc/emulation).
+  cudaFuncAttributes attr{};
+  const cudaError_t ae = cudaFuncGetAttributes(&attr, kernel);
+  if (ae != cudaSuccess) return ae;
+  if (smem + attr.sharedSizeBytes > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem));
     if (e != cudaSuccess) return e;
   }
-  kernel<<<static_cast<unsigned>(p.n * p.k), kThreads, smem, stream>>>(
+  RSN_LAUNCH(static_cast<unsigned>(p.n * p.k), kThreads, smem, stream, kernel)(
       static_cast<const scalar_t*>(hm), static_cast<const scalar_t*>(fl), perm, static_cast<const acc_t*>(centers),
       static_cast<const acc_t*>(boxes), static_cast<acc_t*>(coords), static_cast<acc_t*>(scores), p, plan,
       p.ksize);

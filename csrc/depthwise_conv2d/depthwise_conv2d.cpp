@@ -13,8 +13,7 @@
 #include "common/checks.h"
 
 #ifdef RSN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include "common/cuda_glue.h"
 
 #include "depthwise_conv2d/depthwise_conv2d_cuda.h"
 #endif
@@ -29,7 +28,7 @@ constexpr const char* kOp = "rsn_fast::depthwise_conv2d";
 void check_args(const at::Tensor& x, const at::Tensor& weight, int64_t pad) {
   check_ndim(x, 4, kOp, "x");
   check_float_dtype(x, kOp, "x");
-  RSN_CHECK_ARG(x.is_cuda(), kOp, "x", "must be a CUDA tensor, got ", x.device());
+  RSN_CHECK_ARG(on_cuda_device(x), kOp, "x", "must be ", cuda_device_name(), ", got ", x.device());
   check_ndim(weight, 4, kOp, "weight");
   check_same_device(weight, x, kOp, "weight", "x");
   RSN_CHECK_ARG(weight.size(0) == x.size(1) && weight.size(1) == 1 && weight.size(2) == weight.size(3), kOp,
@@ -56,9 +55,9 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& w32, const at::Tensor& b3
   const cudaError_t err = launch_depthwise_conv2d(
       xc.const_data_ptr(), w32.const_data_ptr<float>(), b32.defined() ? b32.const_data_ptr<float>() : nullptr,
       y.mutable_data_ptr(), x.size(0), x.size(1), x.size(2), x.size(3), h_out, w_out, static_cast<int>(k),
-      static_cast<int>(pad), flip, cl, to_dtype(x.scalar_type()), c10::cuda::getCurrentCUDAStream().stream(),
+      static_cast<int>(pad), flip, cl, to_dtype(x.scalar_type()), cuda_stream(),
       part);
-  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA kernel launch failed: ", cuda_error_string(err));
   return y;
 }
 
@@ -66,7 +65,7 @@ at::Tensor conv(const at::Tensor& x, const at::Tensor& w32, const at::Tensor& b3
 
 at::Tensor depthwise_conv2d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
                                      const std::optional<at::Tensor>& bias, int64_t padding) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x.device());
   check_args(x, weight, padding);
   const int64_t k = weight.size(2);
   at::Tensor b32;
@@ -82,7 +81,7 @@ at::Tensor depthwise_conv2d_fwd_cuda(const at::Tensor& x, const at::Tensor& weig
 
 std::tuple<at::Tensor, at::Tensor> depthwise_conv2d_stats_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                                int64_t padding) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x.device());
   check_args(x, weight, padding);
   const int64_t k = weight.size(2);
   const at::Tensor w32 = weight.to(at::kFloat).contiguous();
@@ -98,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_bwd_cuda(const a
                                                                          const at::Tensor& weight, int64_t padding,
                                                                          bool need_input, bool need_weight,
                                                                          bool need_bias) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x.device());
   check_args(x, weight, padding);
   const int64_t k = weight.size(2), n = x.size(0), c = x.size(1);
   const int64_t h_out = x.size(2) + 2 * padding - k + 1, w_out = x.size(3) + 2 * padding - k + 1;
@@ -122,15 +121,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_conv2d_bwd_cuda(const a
     const cudaError_t err = launch_depthwise_conv2d_wgrad(
         gc.const_data_ptr(), xc.const_data_ptr(), part.mutable_data_ptr<float>(), chunks, n, c, x.size(2),
         x.size(3), h_out, w_out, static_cast<int>(k), static_cast<int>(padding), to_dtype(x.scalar_type()),
-        c10::cuda::getCurrentCUDAStream().stream());
-    TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA wgrad kernel launch failed: ", cudaGetErrorString(err));
+        cuda_stream());
+    TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA wgrad kernel launch failed: ", cuda_error_string(err));
     dw = at::sum(part, {0}).view({c, 1, k, k}).to(x.scalar_type());
   }
   if (need_bias) db = at::sum(g, {0, 2, 3}, false, at::kFloat).to(x.scalar_type());
   return {dx, dw, db};
 }
 
-TORCH_LIBRARY_IMPL(rsn_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(rsn_fast, RSN_FAST_CUDA_KEY, m) {
   m.impl("depthwise_conv2d_fwd_cuda", &depthwise_conv2d_fwd_cuda);
   m.impl("depthwise_conv2d_stats_cuda", &depthwise_conv2d_stats_cuda);
   m.impl("depthwise_conv2d_bwd_cuda", &depthwise_conv2d_bwd_cuda);

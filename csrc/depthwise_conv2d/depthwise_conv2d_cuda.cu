@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/cuda_launch.cuh"
 #include "common/cuda_math.cuh"
 
 #include "depthwise_conv2d/depthwise_conv2d_cuda.h"
@@ -268,11 +269,11 @@ cudaError_t conv_typed(const void* x, const float* w, const float* b, void* y, f
   const dim3 block(32, 8);
   const dim3 grid = conv_grid(n, c, h_out, w_out, channels_last, stats != nullptr);
   if (channels_last) {
-    dw_conv_nhwc_kernel<T><<<grid, block, 0, stream>>>(
+    RSN_LAUNCH(grid, block, 0, stream, dw_conv_nhwc_kernel<T>)(
         xt, w, b, yt, stats, static_cast<int>(c), static_cast<int>(h_in), static_cast<int>(w_in),
         static_cast<int>(h_out), static_cast<int>(w_out), k, pad, flip, nhwc_rows_per_block(stats != nullptr));
   } else {
-    dw_conv_nchw_kernel<T><<<grid, block, 0, stream>>>(xt, w, b, yt, stats, static_cast<int>(c),
+    RSN_LAUNCH(grid, block, 0, stream, dw_conv_nchw_kernel<T>)(xt, w, b, yt, stats, static_cast<int>(c),
                                                        static_cast<int>(h_in), static_cast<int>(w_in),
                                                        static_cast<int>(h_out), static_cast<int>(w_out), k, pad,
                                                        flip);
@@ -284,7 +285,7 @@ template <typename T>
 cudaError_t wgrad_typed(const void* g, const void* x, float* part, int chunks, int64_t n, int64_t c, int64_t h_in,
                         int64_t w_in, int64_t h_out, int64_t w_out, int k, int pad, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(c), static_cast<unsigned>(chunks));
-  dw_wgrad_nchw_kernel<T><<<grid, kWgThreads, 0, stream>>>(
+  RSN_LAUNCH(grid, kWgThreads, 0, stream, dw_wgrad_nchw_kernel<T>)(
       static_cast<const T*>(g), static_cast<const T*>(x), part, static_cast<int>(n), static_cast<int>(c),
       static_cast<int>(h_in), static_cast<int>(w_in), static_cast<int>(h_out), static_cast<int>(w_out), k, pad);
   return cudaGetLastError();

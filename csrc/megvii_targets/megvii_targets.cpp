@@ -24,8 +24,7 @@
 #include "megvii_targets/targets_math.h"
 
 #ifdef RSN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include "common/cuda_glue.h"
 
 #include "megvii_targets/megvii_targets_cuda.h"
 #endif
@@ -161,7 +160,7 @@ at::Tensor gaussian_targets_cpu(const at::Tensor& keypoints, const at::Tensor& w
 #ifdef RSN_FAST_WITH_CUDA
 at::Tensor megvii_targets_cuda(const at::Tensor& keypoints, const at::Tensor& weights, int64_t width,
                                int64_t height, at::IntArrayRef kernels, bool center_norm) {
-  const c10::cuda::CUDAGuard guard(keypoints.device());
+  const CudaDeviceGuard guard(keypoints.device());
   check_keypoints(keypoints, weights, kMegvii);
   RSN_CHECK_ARG(width > 0 && height > 0, kMegvii, "heatmap_size", "must be positive");
   RSN_CHECK_ARG(kernels.size() <= kMaxTargetKernels, kMegvii, "kernels", "at most ", kMaxTargetKernels,
@@ -180,14 +179,14 @@ at::Tensor megvii_targets_cuda(const at::Tensor& keypoints, const at::Tensor& we
   if (out.numel() == 0) return out;
   const cudaError_t err =
       launch_megvii_targets(kp.const_data_ptr<double>(), wt.const_data_ptr<double>(), out.mutable_data_ptr<float>(),
-                            n, kk, width, height, tk, center_norm, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, kMegvii, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+                            n, kk, width, height, tk, center_norm, cuda_stream());
+  TORCH_CHECK(err == cudaSuccess, kMegvii, ": CUDA kernel launch failed: ", cuda_error_string(err));
   return out;
 }
 
 at::Tensor gaussian_targets_cuda(const at::Tensor& keypoints, const at::Tensor& weights, int64_t width,
                                  int64_t height, double sigma) {
-  const c10::cuda::CUDAGuard guard(keypoints.device());
+  const CudaDeviceGuard guard(keypoints.device());
   check_keypoints(keypoints, weights, kGauss);
   RSN_CHECK_ARG(width > 0 && height > 0, kGauss, "heatmap_size", "must be positive");
   RSN_CHECK_ARG(sigma > 0, kGauss, "sigma", "must be positive, got ", sigma);
@@ -198,19 +197,23 @@ at::Tensor gaussian_targets_cuda(const at::Tensor& keypoints, const at::Tensor& 
   if (out.numel() == 0) return out;
   const cudaError_t err =
       launch_gaussian_targets(kp.const_data_ptr<float>(), wt.const_data_ptr<float>(), out.mutable_data_ptr<float>(),
-                              n, kk, width, height, sigma, c10::cuda::getCurrentCUDAStream().stream());
-  TORCH_CHECK(err == cudaSuccess, kGauss, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+                              n, kk, width, height, sigma, cuda_stream());
+  TORCH_CHECK(err == cudaSuccess, kGauss, ": CUDA kernel launch failed: ", cuda_error_string(err));
   return out;
 }
 #endif
 
 TORCH_LIBRARY_FRAGMENT(RSN_FAST_OP_LIBRARY, m) {
   // (N, K, 2) heatmap-pixel keypoints -> (N, L, K, H, W) float32 Megvii targets; see rsn_fast.ops.megvii_targets.
-  m.def(
-      "megvii_targets(Tensor keypoints, Tensor weights, int width, int height, int[] kernels, bool center_norm) "
-      "-> Tensor");
+#define RSN_MEGVII_SCHEMA "(Tensor keypoints, Tensor weights, int width, int height, int[] kernels, bool center_norm) -> Tensor"
+#define RSN_GAUSS_SCHEMA "(Tensor keypoints, Tensor weights, int width, int height, float sigma) -> Tensor"
+  m.def("megvii_targets" RSN_MEGVII_SCHEMA);
   // (N, K, 2) heatmap-pixel keypoints -> (N, K, H, W) float32 unnormalised Gaussians (peak 1), MMPose MSRA rule.
-  m.def("gaussian_targets(Tensor keypoints, Tensor weights, int width, int height, float sigma) -> Tensor");
+  m.def("gaussian_targets" RSN_GAUSS_SCHEMA);
+#ifdef RSN_FAST_CUDA_EMULATION  // the CUDA kernels on CPU tensors (csrc/emulation)
+  m.def("megvii_targets_emulated_cuda" RSN_MEGVII_SCHEMA);
+  m.def("gaussian_targets_emulated_cuda" RSN_GAUSS_SCHEMA);
+#endif
 }
 
 TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, CPU, m) {
@@ -219,9 +222,9 @@ TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, CPU, m) {
 }
 
 #ifdef RSN_FAST_WITH_CUDA
-TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, CUDA, m) {
-  m.impl("megvii_targets", &megvii_targets_cuda);
-  m.impl("gaussian_targets", &gaussian_targets_cuda);
+TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, RSN_FAST_CUDA_KEY, m) {
+  m.impl(RSN_FAST_CUDA_OP_NAME("megvii_targets"), &megvii_targets_cuda);
+  m.impl(RSN_FAST_CUDA_OP_NAME("gaussian_targets"), &gaussian_targets_cuda);
 }
 #endif
 

@@ -2,6 +2,7 @@
 // product) and gaussian_targets (one thread per pixel). Arithmetic from targets_math.h, as on the CPU.
 #include <algorithm>
 
+#include "common/cuda_launch.cuh"
 #include "megvii_targets/megvii_targets_cuda.h"
 #include "megvii_targets/targets_math.h"
 
@@ -15,7 +16,7 @@ __global__ void megvii_targets_kernel(const double* __restrict__ keypoints,  // 
                                       float* __restrict__ out,               // (N, L, K, H, W)
                                       int64_t kk, int64_t width, int64_t height, TargetKernels kernels,
                                       bool center_norm) {
-  extern __shared__ float smem[];  // row (W) then col (H)
+  RSN_EXTERN_SHARED(float, smem);  // row (W) then col (H)
   float* row = smem;
   float* col = smem + width;
   __shared__ float scale;
@@ -85,7 +86,7 @@ cudaError_t launch_megvii_targets(const double* keypoints, const double* weights
   const int64_t maps = n * k * kernels.count;
   if (maps == 0) return cudaSuccess;
   const size_t smem = sizeof(float) * (width + height);
-  megvii_targets_kernel<<<static_cast<unsigned>(maps), kThreads, smem, stream>>>(keypoints, weights, out, k, width,
+  RSN_LAUNCH(static_cast<unsigned>(maps), kThreads, smem, stream, megvii_targets_kernel)(keypoints, weights, out, k, width,
                                                                                 height, kernels, center_norm);
   return cudaGetLastError();
 }
@@ -95,7 +96,7 @@ cudaError_t launch_gaussian_targets(const float* keypoints, const float* weights
   const int64_t total = n * k * width * height;
   if (total == 0) return cudaSuccess;
   const int64_t blocks = (total + kThreads - 1) / kThreads;
-  gaussian_targets_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(keypoints, weights, out, total,
+  RSN_LAUNCH(static_cast<unsigned>(blocks), kThreads, 0, stream, gaussian_targets_kernel)(keypoints, weights, out, total,
                                                                                  width, height, gauss_patch(sigma));
   return cudaGetLastError();
 }

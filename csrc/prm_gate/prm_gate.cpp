@@ -19,8 +19,7 @@
 #include "common/checks.h"
 
 #ifdef RSN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include "common/cuda_glue.h"
 
 #include "prm_gate/prm_gate_cuda.h"
 #endif
@@ -57,17 +56,17 @@ at::Tensor channel_weights(const at::Tensor& o2, const at::Tensor& ref) {
 }
 
 void check_launch(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA launch of ", what, " failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA launch of ", what, " failed: ", cuda_error_string(err));
 }
 
-cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+cudaStream_t stream() { return cuda_stream(); }
 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> prm_gate_pointwise_cuda(const at::Tensor& z, const at::Tensor& scale_shift,
                                                            const at::Tensor& pw) {
   check_map(z, "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const at::Tensor ss = f32(scale_shift, 2 * c, "scale_shift", z, "z"), w = f32(pw, c, "pw", z, "z");
   const auto fmt = format_of(z);
@@ -84,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> prm_gate_pointwise_cuda(const at::Tensor& z, 
 at::Tensor prm_gate_gate_cuda(const at::Tensor& p, const at::Tensor& bnp, const at::Tensor& o1,
                               const at::Tensor& o2) {
   check_map(o1, "o1");
-  const c10::cuda::CUDAGuard guard(o1.device());
+  const CudaDeviceGuard guard(o1.device());
   const int64_t n = o1.size(0), c = o1.size(1), hw = o1.size(2) * o1.size(3);
   const at::Tensor pc = f32(p, n * hw, "p", o1, "o1"), b = f32(bnp, 2, "bnp", o1, "o1");
   const at::Tensor o2c = channel_weights(o2, o1);
@@ -103,7 +102,7 @@ at::Tensor prm_gate_eval_cuda(const at::Tensor& o1, const at::Tensor& o2, const 
                               const at::Tensor& bnp) {
   check_map(o1, "o1");
   check_map(u, "u", &o1, "o1");
-  const c10::cuda::CUDAGuard guard(o1.device());
+  const CudaDeviceGuard guard(o1.device());
   const int64_t n = o1.size(0), c = o1.size(1), h = o1.size(2), w = o1.size(3);
   RSN_CHECK_ARG(w_folded.dim() == 2 && w_folded.size(0) == c, kOp, "w_folded", "must have shape (", c,
                 ", k*k), got ", w_folded.sizes());
@@ -134,7 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> prm_gate_gate_bwd_cud
                                                                                   const at::Tensor& bnp4) {
   check_map(o1, "o1");
   check_map(grad, "grad", &o1, "o1");
-  const c10::cuda::CUDAGuard guard(o1.device());
+  const CudaDeviceGuard guard(o1.device());
   const int64_t n = o1.size(0), c = o1.size(1), hw = o1.size(2) * o1.size(3), tiles = prm_gate_tiles(hw);
   const at::Tensor pc = f32(p, n * hw, "p", o1, "o1"), b = f32(bnp4, 4, "bnp4", o1, "o1");
   const at::Tensor o2c = channel_weights(o2, o1);
@@ -156,7 +155,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> prm_gate_gate_bwd_cud
 at::Tensor prm_gate_bn_d_bwd_sums_cuda(const at::Tensor& z, const at::Tensor& dp, const at::Tensor& cv,
                                        const at::Tensor& pw) {
   check_map(z, "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const at::Tensor dpc = f32(dp, n * hw, "dp", z, "z"), cvc = f32(cv, 6 * c, "cv", z, "z");
   const at::Tensor wp = f32(pw, c, "pw", z, "z");
@@ -174,7 +173,7 @@ at::Tensor prm_gate_bn_d_bwd_sums_cuda(const at::Tensor& z, const at::Tensor& dp
 at::Tensor prm_gate_bn_d_bwd_cuda(const at::Tensor& z, const at::Tensor& dp, const at::Tensor& cv,
                                   const at::Tensor& pw) {
   check_map(z, "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const at::Tensor dpc = f32(dp, n * hw, "dp", z, "z"), cvc = f32(cv, 6 * c, "cv", z, "z");
   const at::Tensor wp = f32(pw, c, "pw", z, "z");
@@ -188,7 +187,7 @@ at::Tensor prm_gate_bn_d_bwd_cuda(const at::Tensor& z, const at::Tensor& dp, con
   return dz;
 }
 
-TORCH_LIBRARY_IMPL(rsn_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(rsn_fast, RSN_FAST_CUDA_KEY, m) {
   m.impl("prm_gate_bn_d_bwd_cuda", &prm_gate_bn_d_bwd_cuda);
   m.impl("prm_gate_bn_d_bwd_sums_cuda", &prm_gate_bn_d_bwd_sums_cuda);
   m.impl("prm_gate_eval_cuda", &prm_gate_eval_cuda);

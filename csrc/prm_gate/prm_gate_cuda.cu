@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/cuda_launch.cuh"
 #include "common/cuda_math.cuh"
 
 #include "prm_gate/prm_gate_cuda.h"
@@ -404,7 +405,7 @@ template <typename T, bool CL>
 struct Pointwise {
   static cudaError_t run(const void* z, const float* ss, const float* pw, float* p, float* part, int64_t n,
                          int64_t c, int64_t hw, cudaStream_t s) {
-    pointwise_kernel<T, CL><<<tile_grid(n, hw), kBlock, 0, s>>>(static_cast<const T*>(z), ss, pw, p, part,
+    RSN_LAUNCH(tile_grid(n, hw), kBlock, 0, s, pointwise_kernel<T, CL>)(static_cast<const T*>(z), ss, pw, p, part,
                                                                  static_cast<int>(c), hw);
     return cudaGetLastError();
   }
@@ -415,7 +416,7 @@ struct Gate {
   static cudaError_t run(const float* p, const float* bnp, const void* o1, const void* o2, void* out, int64_t n,
                          int64_t c, int64_t hw, cudaStream_t s) {
     const int64_t total = n * c * hw;
-    gate_kernel<T, CL><<<flat_blocks(total), kThreads, 0, s>>>(p, bnp, static_cast<const T*>(o1),
+    RSN_LAUNCH(flat_blocks(total), kThreads, 0, s, gate_kernel<T, CL>)(p, bnp, static_cast<const T*>(o1),
                                                                 static_cast<const T*>(o2), static_cast<T*>(out),
                                                                 static_cast<int>(c), hw, total);
     return cudaGetLastError();
@@ -427,7 +428,7 @@ struct GateEval {
   static cudaError_t run(const void* u, const float* wf, const float* shift_d, const float* pw, const float* bnp,
                          const void* o1, const void* o2, void* out, int64_t n, int64_t c, int64_t h, int64_t w,
                          int k, cudaStream_t s) {
-    gate_eval_kernel<T, CL><<<tile_grid(n, h * w), kBlock, 0, s>>>(
+    RSN_LAUNCH(tile_grid(n, h * w), kBlock, 0, s, gate_eval_kernel<T, CL>)(
         static_cast<const T*>(u), wf, shift_d, pw, bnp, static_cast<const T*>(o1), static_cast<const T*>(o2),
         static_cast<T*>(out), static_cast<int>(c), static_cast<int>(h), static_cast<int>(w), k, k / 2);
     return cudaGetLastError();
@@ -439,7 +440,7 @@ struct GateBwd {
   static cudaError_t run(const void* g, const void* o1, const void* o2, const float* p, const float* bnp4,
                          void* do1, float* do2_part, float* dq, float* part, int64_t n, int64_t c, int64_t hw,
                          cudaStream_t s) {
-    gate_bwd_kernel<T, CL><<<tile_grid(n, hw), kBlock, 0, s>>>(
+    RSN_LAUNCH(tile_grid(n, hw), kBlock, 0, s, gate_bwd_kernel<T, CL>)(
         static_cast<const T*>(g), static_cast<const T*>(o1), static_cast<const T*>(o2), p, bnp4,
         static_cast<T*>(do1), do2_part, dq, part, static_cast<int>(c), hw);
     return cudaGetLastError();
@@ -450,7 +451,7 @@ template <typename T, bool CL>
 struct BnDBwdSums {
   static cudaError_t run(const void* z, const float* dp, const float* cv, const float* pw, float* part, int64_t n,
                          int64_t c, int64_t hw, cudaStream_t s) {
-    bn_d_bwd_sums_kernel<T, CL><<<tile_grid(n, hw), kBlock, 0, s>>>(static_cast<const T*>(z), dp, cv, pw, part,
+    RSN_LAUNCH(tile_grid(n, hw), kBlock, 0, s, bn_d_bwd_sums_kernel<T, CL>)(static_cast<const T*>(z), dp, cv, pw, part,
                                                                      static_cast<int>(c), hw);
     return cudaGetLastError();
   }
@@ -461,7 +462,7 @@ struct BnDBwd {
   static cudaError_t run(const void* z, const float* dp, const float* cv, const float* pw, void* dz, int64_t n,
                          int64_t c, int64_t hw, cudaStream_t s) {
     const int64_t total = n * c * hw;
-    bn_d_bwd_kernel<T, CL><<<flat_blocks(total), kThreads, 0, s>>>(
+    RSN_LAUNCH(flat_blocks(total), kThreads, 0, s, bn_d_bwd_kernel<T, CL>)(
         static_cast<const T*>(z), dp, cv, pw, static_cast<T*>(dz), static_cast<int>(c), hw, total);
     return cudaGetLastError();
   }

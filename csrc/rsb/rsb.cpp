@@ -23,8 +23,7 @@
 #include "common/checks.h"
 
 #ifdef RSN_FAST_WITH_CUDA
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include "common/cuda_glue.h"
 
 #include "rsb/rsb_cuda.h"
 #endif
@@ -74,10 +73,10 @@ void check_affine(const at::Tensor& scale, const at::Tensor& shift) {
 }
 
 void check_launch(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA launch of ", what, " failed: ", cudaGetErrorString(err));
+  TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA launch of ", what, " failed: ", cuda_error_string(err));
 }
 
-cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+cudaStream_t stream() { return cuda_stream(); }
 
 }  // namespace
 
@@ -85,7 +84,7 @@ at::Tensor rsb_prologue_cuda(const std::vector<at::Tensor>& srcs, const c10::opt
                              const c10::optional<at::Tensor>& shift, bool relu, bool cat, bool channels_last) {
   const RsbSources s = sources(srcs);
   const at::Tensor& x = srcs[0];
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x.device());
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), k = s.count;
   const at::Tensor a = f32(scale, k * c, "scale", x), b = f32(shift, k * c, "shift", x);
   check_affine(a, b);
@@ -99,7 +98,7 @@ at::Tensor rsb_prologue_cuda(const std::vector<at::Tensor>& srcs, const c10::opt
 
 at::Tensor rsb_channel_stats_cuda(const at::Tensor& z) {
   check_map(z, "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const auto fmt = format_of(z);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
@@ -114,7 +113,7 @@ at::Tensor rsb_channel_stats_cuda(const at::Tensor& z) {
 at::Tensor rsb_grad_fold_cuda(const c10::optional<at::Tensor>& grad_z, const c10::optional<at::Tensor>& grad_sum,
                               const c10::optional<at::Tensor>& grad_sumsq, const at::Tensor& z) {
   check_map(z, "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const auto fmt = format_of(z);
   const at::Tensor zc = z.contiguous(fmt);
@@ -142,7 +141,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> rsb_prologue_bwd_cuda(const at::
   const RsbSources s = sources(srcs);
   const at::Tensor& x = srcs[0];
   check_map(du, "du");
-  const c10::cuda::CUDAGuard guard(x.device());
+  const CudaDeviceGuard guard(x.device());
   const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), k = s.count;
   const int64_t cu = cat ? k * c : c;
   RSN_CHECK_ARG(du.size(0) == n && du.size(1) == cu && du.size(2) == h && du.size(3) == w, kOp, "du",
@@ -180,7 +179,7 @@ at::Tensor rsb_epilogue_cuda(const at::Tensor& z, const at::Tensor& scale, const
                              const c10::optional<at::Tensor>& r_shift) {
   check_map(z, "z");
   check_map(r, "r", &z, "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const at::Tensor a = f32(scale, c, "scale", z), b = f32(shift, c, "shift", z);
   RSN_CHECK_ARG(a.defined() && b.defined(), kOp, "scale", "and 'shift' are required");
@@ -207,7 +206,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rsb_epilogue_bwd_cuda(const at::T
   RSN_CHECK_ARG(grad.sizes() == z.sizes(), kOp, "grad", "must have the shape of 'z' ", z.sizes(), ", got ",
                 grad.sizes());
   check_same_device(grad, z, kOp, "grad", "z");
-  const c10::cuda::CUDAGuard guard(z.device());
+  const CudaDeviceGuard guard(z.device());
   const int64_t n = z.size(0), c = z.size(1), hw = z.size(2) * z.size(3);
   const at::Tensor a = f32(scale, c, "scale", z), ra = f32(r_scale, c, "r_scale", z);
   RSN_CHECK_ARG(a.defined(), kOp, "scale", "is required");
@@ -242,7 +241,7 @@ TORCH_LIBRARY_FRAGMENT(RSN_FAST_OP_LIBRARY, m) {
 }
 
 #ifdef RSN_FAST_WITH_CUDA
-TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, CUDA, m) {
+TORCH_LIBRARY_IMPL(RSN_FAST_OP_LIBRARY, RSN_FAST_CUDA_KEY, m) {
   m.impl("rsb_prologue_cuda", &rsb_prologue_cuda);
   m.impl("rsb_channel_stats_cuda", &rsb_channel_stats_cuda);
   m.impl("rsb_grad_fold_cuda", &rsb_grad_fold_cuda);

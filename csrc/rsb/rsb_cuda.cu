@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "common/cuda_launch.cuh"
 #include "common/cuda_math.cuh"
 
 #include "rsb/rsb_cuda.h"
@@ -104,7 +105,7 @@ cudaError_t run_channel_pass(const Op& op, float* part, int64_t n, int64_t c, in
   } else {
     grid = dim3(static_cast<unsigned>(c), static_cast<unsigned>(n));
   }
-  channel_pass_kernel<CL, NV, Op><<<grid, block, 0, stream>>>(op, part, static_cast<int>(c), hw, n * hw);
+  RSN_LAUNCH(grid, block, 0, stream, channel_pass_kernel<CL, NV, Op>)(op, part, static_cast<int>(c), hw, n * hw);
   return cudaGetLastError();
 }
 
@@ -281,7 +282,7 @@ struct Prologue {
                          void* u, int64_t n, int64_t c_src, int64_t h, int64_t w, cudaStream_t stream) {
     const int64_t total = n * (cat ? c_src * srcs.count : c_src) * h * w;
     if (total == 0) return cudaSuccess;
-    prologue_kernel<T, CL><<<blocks_for(total), kThreads, 0, stream>>>(srcs, scale, shift, relu, cat,
+    RSN_LAUNCH(blocks_for(total), kThreads, 0, stream, prologue_kernel<T, CL>)(srcs, scale, shift, relu, cat,
                                                                        static_cast<T*>(u), c_src, h, w, total);
     return cudaGetLastError();
   }
@@ -300,7 +301,7 @@ struct GradFold {
                          int64_t c, int64_t hw, cudaStream_t stream) {
     const int64_t total = n * c * hw;
     if (total == 0) return cudaSuccess;
-    grad_fold_kernel<T, CL><<<blocks_for(total), kThreads, 0, stream>>>(
+    RSN_LAUNCH(blocks_for(total), kThreads, 0, stream, grad_fold_kernel<T, CL>)(
         static_cast<const T*>(gz), gs, gq, static_cast<const T*>(z), static_cast<T*>(g), c, hw, total);
     return cudaGetLastError();
   }
@@ -328,7 +329,7 @@ struct Epilogue {
                          const float* rb, void* out, int64_t n, int64_t c, int64_t hw, cudaStream_t stream) {
     const int64_t total = n * c * hw;
     if (total == 0) return cudaSuccess;
-    epilogue_kernel<T, CL><<<blocks_for(total), kThreads, 0, stream>>>(
+    RSN_LAUNCH(blocks_for(total), kThreads, 0, stream, epilogue_kernel<T, CL>)(
         static_cast<const T*>(z), a, b, static_cast<const T*>(r), ra, rb, static_cast<T*>(out), c, hw, total);
     return cudaGetLastError();
   }

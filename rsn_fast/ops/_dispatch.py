@@ -45,9 +45,16 @@ def triton_interpret() -> bool:
 
 
 def cuda_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) -> list[str]:
-    """Why the CUDA (csrc) backend cannot run on ``tensors``; empty when it can."""
+    """Why the CUDA (csrc) backend cannot run on ``tensors``; empty when it can.
+
+    On a CUDA emulation build (csrc/emulation) the kernels run on CPU tensors; :class:`Dispatcher` never picks
+    the emulated backend automatically (it is slow), only on an explicit request.
+    """
     reasons = []
-    if not all(t.is_cuda for t in tensors):
+    if _ext.extension_is_emulation():
+        if not all(t.device.type == "cpu" for t in tensors):
+            reasons.append("rsn_fast._C is a CUDA emulation build: its cuda backend takes CPU tensors only")
+    elif not all(t.is_cuda for t in tensors):
         reasons.append("inputs are not CUDA tensors")
     if not _ext.extension_available():
         reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]}); {_ext.BUILD_HINT}")
@@ -58,6 +65,14 @@ def cuda_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) ->
     elif op_name is not None and not hasattr(torch.ops.rsn_fast, op_name):
         reasons.append(f"rsn_fast._C has no op {op_name}")
     return reasons
+
+
+def cuda_op(name: str):
+    """``torch.ops.rsn_fast.<name>``'s CUDA kernel: ``<name>_emulated_cuda`` on an emulation build, whose CPU
+    dispatch key ``<name>`` itself gives to the C++ CPU kernel (ops with a ``cpp`` and a ``cuda`` backend)."""
+    if _ext.extension_is_emulation():
+        return getattr(torch.ops.rsn_fast, name + "_emulated_cuda")
+    return getattr(torch.ops.rsn_fast, name)
 
 
 def cpp_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) -> list[str]:
@@ -129,6 +144,9 @@ class Dispatcher:
         report = {}
         for name in self.auto_order:
             b = self.backends[name]
+            if name == "cuda" and _ext.extension_is_emulation():
+                report[name] = ["the CUDA emulation build runs only when asked for (backend='cuda')"]
+                continue
             why = b.reasons(*args, **kwargs)
             if not why:
                 if name == "reference" and not self._warned:

@@ -16,6 +16,7 @@ from rsn_fast.models.blocks import ResidualStepsBlock
 from rsn_fast.nn import FusedRSB, convert
 from rsn_fast.nn.prm import ConvModule
 from rsn_fast.ops._dispatch import cuda_reasons
+from tests.backends import CUDA_DEVICE
 from tests.conftest import TRITON_INTERPRET
 from tests.tolerances import assert_within_torch_error
 
@@ -59,7 +60,9 @@ def _backends():
 
 
 def _device(backend):
-    return "cuda" if backend == "cuda" or (backend == "triton" and not TRITON_INTERPRET) else "cpu"
+    if backend == "cuda":
+        return CUDA_DEVICE
+    return "cuda" if backend == "triton" and not TRITON_INTERPRET else "cpu"
 
 
 def _run(model, x, g, train):

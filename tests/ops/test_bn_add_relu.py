@@ -8,7 +8,7 @@ from rsn_fast import _ext
 from rsn_fast.ops import bn_add_relu
 from rsn_fast.ops._dispatch import REGISTRY, BackendError
 from rsn_fast.ops.bn_add_relu import bn_add_relu_ref
-from tests.conftest import requires_cuda
+from tests.backends import CUDA_DEVICE, EMULATION, needs_cuda_backend
 from tests.tolerances import ELEMENTWISE
 
 requires_ext = pytest.mark.skipif(
@@ -93,6 +93,11 @@ def test_automatic_choice_on_cpu_is_cpp():
 
 def test_backend_cuda_on_cpu_tensors_raises_with_reason():
     x, scale, shift, res = make_inputs((1, 3, 4, 4), torch.float32)
+    if EMULATION:  # the emulated cuda backend takes exactly CPU tensors, and only when asked for
+        torch.testing.assert_close(
+            bn_add_relu(x, scale, shift, res, backend="cuda"), bn_add_relu_ref(x, scale, shift, res)
+        )
+        return
     with pytest.raises(BackendError, match="not CUDA tensors"):
         bn_add_relu(x, scale, shift, res, backend="cuda")
 
@@ -187,13 +192,13 @@ def test_torch_compile_fullgraph(backend, monkeypatch):
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
-@requires_cuda
+@needs_cuda_backend
 @requires_ext
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES + [(4, 64, 33, 17)])
 def test_cuda_matches_reference(shape, dtype, channels_last):
-    x, scale, shift, res = make_inputs(shape, dtype, device="cuda", channels_last=channels_last)
+    x, scale, shift, res = make_inputs(shape, dtype, device=CUDA_DEVICE, channels_last=channels_last)
     for residual, relu in ((res, True), (None, True), (res, False)):
         y = bn_add_relu(x, scale, shift, residual, relu, backend="cuda")
         ref = bn_add_relu_ref(x, scale, shift, residual, relu)
@@ -201,14 +206,16 @@ def test_cuda_matches_reference(shape, dtype, channels_last):
         assert y.is_contiguous(
             memory_format=torch.channels_last if channels_last else torch.contiguous_format
         )
-    assert REGISTRY["bn_add_relu"][0].choose(x, scale, shift, res).name == "cuda"
+    # automatic dispatch never picks the (slow) emulated kernel
+    assert REGISTRY["bn_add_relu"][0].choose(x, scale, shift, res).name == ("cpp" if EMULATION else "cuda")
 
 
-@requires_cuda
+@needs_cuda_backend
 @requires_ext
 def test_cuda_opcheck_and_non_contiguous():
-    x, scale, shift, res = make_inputs((2, 9, 8, 12), torch.float16, device="cuda")
-    xs, rs = x[:, ::2, 1:7, ::3], res[:, 1::2, :6, :4]
+    x, scale, shift, res = make_inputs((2, 9, 8, 12), torch.float16, device=CUDA_DEVICE)
+    xs, rs = x[:, ::2, 1:7, ::3], res[:, :5, 2:8, 1::3]  # both (2, 5, 6, 4), strided
     y = bn_add_relu(xs, scale[:5], shift[:5], rs, backend="cuda")
     torch.testing.assert_close(y, bn_add_relu_ref(xs, scale[:5], shift[:5], rs), **ELEMENTWISE[torch.float16])
-    torch.library.opcheck(torch.ops.rsn_fast.bn_add_relu.default, (x, scale, shift, res, True))
+    op = torch.ops.rsn_fast.bn_add_relu_emulated_cuda if EMULATION else torch.ops.rsn_fast.bn_add_relu
+    torch.library.opcheck(op.default, (x, scale, shift, res, True))

@@ -14,7 +14,8 @@ import torch
 from rsn_fast import _ext
 from rsn_fast.ops.decode_heatmaps import _dispatcher, decode_heatmaps
 from rsn_fast.ops.decode_heatmaps.reference import decode_heatmaps_reference
-from tests.conftest import TRITON_INTERPRET, requires_cuda
+from tests.backends import CUDA_DEVICE, EMULATION, needs_cuda_backend
+from tests.conftest import TRITON_INTERPRET
 from tests.ops.test_decode_heatmaps import COCO_FLIP_PAIRS, _gauss_peaks, make_boxes, make_heatmaps
 
 HAS_OP = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "decode_heatmaps")
@@ -164,22 +165,21 @@ def test_cpp_input_errors():
         decode_heatmaps(hm, c, c, (48, 64), flipped=hm, flip_pairs=[(0, 40)], backend="cpp")
 
 
-@requires_cuda
+@needs_cuda_backend
 @requires_op
-@pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["rsn", "megvii", "standard", "dark"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_cuda_matches_cpp_and_reference(mode, dtype):
     rng = np.random.default_rng()
-    hm, c, b, fl = _inputs(rng, 64, 48, 17, True)
+    hm, c, b, fl = _inputs(rng, 19, 15, 17, True) if EMULATION else _inputs(rng, 64, 48, 17, True)
     for f in (None, fl):
         args = (hm.to(dtype), c, b, (192, 256), mode, KERNELS[mode], None if f is None else f.to(dtype))
         pairs = COCO_FLIP_PAIRS if f is not None else None
-        got = _run("cuda", *args, pairs, device="cuda")
+        got = _run("cuda", *args, pairs, device=CUDA_DEVICE)
         want = _run("cpp", *args, pairs)
         _compare((got[0].cpu(), got[1].cpu()), want, mode == "dark")
         ref = decode_heatmaps_reference(
-            *(a.cuda() if isinstance(a, torch.Tensor) else a for a in args), pairs
+            *(a.to(CUDA_DEVICE) if isinstance(a, torch.Tensor) else a for a in args), pairs
         )
         _compare((got[0].cpu(), got[1].cpu()), (ref[0].cpu(), ref[1].cpu()), True)
 

@@ -18,7 +18,8 @@ from rsn_fast.ops.gaussian_targets import (
     gaussian_targets_reference,
 )
 from rsn_fast.ops.megvii_targets import megvii_targets_cv2_loop, megvii_targets_reference
-from tests.conftest import TRITON_INTERPRET, requires_cuda
+from tests.backends import CUDA_DEVICE, EMULATION, needs_cuda_backend
+from tests.conftest import TRITON_INTERPRET
 
 HAS_OPS = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "megvii_targets")
 requires_ops = pytest.mark.skipif(not HAS_OPS, reason="rsn_fast._C is not built with the target ops")
@@ -105,18 +106,17 @@ def test_gaussian_cpp_equals_reference(sigma):
     torch.library.opcheck(torch.ops.rsn_fast.gaussian_targets.default, (kp, wt, 48, 64, sigma))
 
 
-@requires_cuda
+@needs_cuda_backend
 @requires_ops
-@pytest.mark.gpu
 def test_cuda_targets_match_cpu():
     rng = np.random.default_rng()
-    kp, wt = _keypoints(rng, 48, 17, 48, 64)
-    kp, wt = torch.from_numpy(kp), torch.from_numpy(wt)
+    kp, wt = _keypoints(rng, 3, 17, 48, 64) if EMULATION else _keypoints(rng, 48, 17, 48, 64)
+    kp, wt, dev = torch.from_numpy(kp), torch.from_numpy(wt), CUDA_DEVICE
     for norm in ("global_max", "center"):
-        got = megvii_targets(kp.cuda(), wt.cuda(), (48, 64), [15, 11, 9, 7, 5], norm, backend="cuda").cpu()
+        got = megvii_targets(kp.to(dev), wt.to(dev), (48, 64), [15, 11, 9, 7, 5], norm, backend="cuda").cpu()
         want = megvii_targets(kp, wt, (48, 64), [15, 11, 9, 7, 5], norm, backend="cpp")
         torch.testing.assert_close(got, want, rtol=0, atol=TARGET_ATOL)
-    got = gaussian_targets(kp.cuda(), wt.cuda(), (48, 64), 2.0, backend="cuda").cpu()
+    got = gaussian_targets(kp.to(dev), wt.to(dev), (48, 64), 2.0, backend="cuda").cpu()
     torch.testing.assert_close(
         got, gaussian_targets(kp, wt, (48, 64), 2.0, backend="cpp"), rtol=0, atol=GAUSS_ATOL
     )

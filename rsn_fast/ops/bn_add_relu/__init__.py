@@ -38,7 +38,7 @@ _dispatcher = register(
     Dispatcher(
         "bn_add_relu",
         [
-            Backend("cuda", _cuda.bn_add_relu_compiled, _cuda_reasons),
+            Backend("cuda", _cuda.bn_add_relu_cuda, _cuda_reasons),
             Backend("cpp", _cuda.bn_add_relu_compiled, _cpp_reasons),
             Backend("reference", bn_add_relu_ref, lambda *a, **k: []),
         ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from rsn_fast import _ext
+from rsn_fast.ops._dispatch import cuda_op
 
 OP = "rsn_fast::bn_add_relu"
 
@@ -22,6 +23,17 @@ def bn_add_relu_compiled(
 ) -> torch.Tensor:
     """Calls the compiled op (shapes as in :func:`rsn_fast.ops.bn_add_relu`)."""
     return torch.ops.rsn_fast.bn_add_relu(x, scale, shift, residual, relu)
+
+
+def bn_add_relu_cuda(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    relu: bool = True,
+) -> torch.Tensor:
+    """The CUDA kernel (the emulated one on CPU tensors in a CUDA emulation build)."""
+    return cuda_op("bn_add_relu")(x, scale, shift, residual, relu)
 
 
 def _output_format(x: torch.Tensor) -> torch.memory_format:
@@ -65,7 +77,9 @@ def register() -> bool:
         return True
     if not _ext.extension_available() or not hasattr(torch.ops.rsn_fast, "bn_add_relu"):
         return False
-    torch.library.register_fake(OP)(_fake)
-    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)
+    ops = [OP, OP + "_emulated_cuda"] if _ext.extension_is_emulation() else [OP]
+    for op in ops:
+        torch.library.register_fake(op)(_fake)
+        torch.library.register_autograd(op, _backward, setup_context=_setup_context)
     _registered = True
     return True

@@ -75,7 +75,7 @@ _dispatcher = register(
     Dispatcher(
         "decode_heatmaps",
         [
-            Backend("cuda", _cpp.decode_heatmaps_compiled, _cuda_reasons),
+            Backend("cuda", _cpp.decode_heatmaps_cuda, _cuda_reasons),
             Backend("cpp", _cpp.decode_heatmaps_compiled, _cpp_reasons),
             Backend("triton", _triton_fn, _triton_reasons),
             Backend("reference", decode_heatmaps_reference, _reference_reasons),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from rsn_fast import _ext
+from rsn_fast.ops._dispatch import cuda_op
 
 OP = "rsn_fast::decode_heatmaps"
 _PERM_CACHE: dict[tuple, torch.Tensor] = {}
@@ -44,6 +45,8 @@ def decode_heatmaps_compiled(
     blur_kernel: int = 5,
     flipped: torch.Tensor | None = None,
     flip_pairs: Sequence | None = None,
+    *,
+    _cuda: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Calls the compiled op (arguments and results as :func:`rsn_fast.ops.decode_heatmaps`)."""
     perm = None
@@ -52,7 +55,8 @@ def decode_heatmaps_compiled(
             raise ValueError("flipped heatmaps need flip_pairs (pass [] when the keypoint set has none)")
         perm = flip_permutation(heatmaps.shape[1], flip_pairs, heatmaps.device)
         flipped = flipped.to(heatmaps.dtype)
-    return torch.ops.rsn_fast.decode_heatmaps(
+    op = cuda_op("decode_heatmaps") if _cuda else torch.ops.rsn_fast.decode_heatmaps
+    return op(
         heatmaps,
         centers,
         box_sizes,
@@ -62,6 +66,15 @@ def decode_heatmaps_compiled(
         int(blur_kernel),
         flipped,
         perm,
+    )
+
+
+def decode_heatmaps_cuda(
+    heatmaps, centers, box_sizes, input_size, mode="rsn", blur_kernel=5, flipped=None, flip_pairs=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CUDA kernel (the emulated one on CPU tensors in a CUDA emulation build)."""
+    return decode_heatmaps_compiled(
+        heatmaps, centers, box_sizes, input_size, mode, blur_kernel, flipped, flip_pairs, _cuda=True
     )
 
 
@@ -82,5 +95,7 @@ def register() -> bool:
     if not _ext.extension_available() or not hasattr(torch.ops.rsn_fast, "decode_heatmaps"):
         return False
     torch.library.register_fake(OP)(_fake)
+    if _ext.extension_is_emulation():
+        torch.library.register_fake(OP + "_emulated_cuda")(_fake)
     _registered = True
     return True

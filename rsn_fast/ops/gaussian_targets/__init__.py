@@ -22,7 +22,7 @@ _DISPATCH = register(
         [
             Backend(
                 "cuda",
-                _cpp.gaussian_targets_compiled,
+                _cpp.gaussian_targets_cuda,
                 lambda kp, wt, *a, **k: cuda_reasons([kp, wt], "gaussian_targets"),
             ),
             Backend(

@@ -56,7 +56,7 @@ _DISPATCH = register(
     Dispatcher(
         "megvii_targets",
         [
-            Backend("cuda", _cpp.megvii_targets_compiled, _cuda_reasons),
+            Backend("cuda", _cpp.megvii_targets_cuda, _cuda_reasons),
             Backend("cpp", _cpp.megvii_targets_compiled, _cpp_reasons),
             Backend("triton", _triton_fn, _triton_reasons),
             Backend("reference", megvii_targets_reference, _reference_reasons),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from rsn_fast import _ext
+from rsn_fast.ops._dispatch import cuda_op
 
 OP = "rsn_fast::megvii_targets"
 MAX_CUDA_KERNELS = 8  # csrc/megvii_targets/megvii_targets_cuda.h kMaxTargetKernels
@@ -22,11 +23,14 @@ def megvii_targets_compiled(
     heatmap_size: Sequence[int],
     kernels: Sequence[int],
     normalize: str = "global_max",
+    *,
+    _cuda: bool = False,
 ) -> torch.Tensor:
     """Calls the compiled op (arguments and result as :func:`rsn_fast.ops.megvii_targets`)."""
     if normalize not in ("global_max", "center"):
         raise ValueError(f"normalize must be 'global_max' or 'center', got {normalize!r}")
-    return torch.ops.rsn_fast.megvii_targets(
+    op = cuda_op("megvii_targets") if _cuda else torch.ops.rsn_fast.megvii_targets
+    return op(
         keypoints,
         weights,
         int(heatmap_size[0]),
@@ -34,6 +38,11 @@ def megvii_targets_compiled(
         [int(k) for k in kernels],
         normalize == "center",
     )
+
+
+def megvii_targets_cuda(keypoints, weights, heatmap_size, kernels, normalize="global_max") -> torch.Tensor:
+    """The CUDA kernel (the emulated one on CPU tensors in a CUDA emulation build)."""
+    return megvii_targets_compiled(keypoints, weights, heatmap_size, kernels, normalize, _cuda=True)
 
 
 def _fake(keypoints, weights, width, height, kernels, center_norm):
@@ -52,5 +61,7 @@ def register() -> bool:
     if not _ext.extension_available() or not hasattr(torch.ops.rsn_fast, "megvii_targets"):
         return False
     torch.library.register_fake(OP)(_fake)
+    if _ext.extension_is_emulation():
+        torch.library.register_fake(OP + "_emulated_cuda")(_fake)
     _registered = True
     return True

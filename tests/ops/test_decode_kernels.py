@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from rsn_fast import _ext
+from rsn_fast.ops._launch import recording
 from rsn_fast.ops.decode_heatmaps import _dispatcher, decode_heatmaps
 from rsn_fast.ops.decode_heatmaps.reference import decode_heatmaps_reference
 from tests.conftest import TRITON_INTERPRET, requires_cuda
+from tests.launches import assert_multi_tile
 from tests.ops.test_decode_heatmaps import COCO_FLIP_PAIRS, _gauss_peaks, make_boxes, make_heatmaps
 
 HAS_OP = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "decode_heatmaps")
@@ -234,6 +236,8 @@ def test_triton_matches_reference(mode):
     for dt, f in ((torch.float32, None), (torch.float32, fl), (torch.float64, fl)):
         args = (hm.to(dt), c, b, (48, 64), mode, 5)  # k=5: the interpreter is slow
         fd = None if f is None else f.to(dt)
-        got = _run("triton", *args, fd, pairs if f is not None else None, device=dev)
+        with recording() as launches:
+            got = _run("triton", *args, fd, pairs if f is not None else None, device=dev)
+        assert_multi_tile(launches, ["_decode_kernel"])  # one program per map: at least two of them
         want = decode_heatmaps_reference(*args, fd, pairs if f is not None else None)
         _compare((got[0].cpu(), got[1].cpu()), want, mode == "dark")

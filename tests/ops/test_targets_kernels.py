@@ -12,6 +12,7 @@ import torch
 
 from rsn_fast import _ext
 from rsn_fast.ops import megvii_targets
+from rsn_fast.ops._launch import recording
 from rsn_fast.ops.gaussian_targets import (
     gaussian_targets,
     gaussian_targets_numpy_loop,
@@ -19,6 +20,7 @@ from rsn_fast.ops.gaussian_targets import (
 )
 from rsn_fast.ops.megvii_targets import megvii_targets_cv2_loop, megvii_targets_reference
 from tests.conftest import TRITON_INTERPRET, requires_cuda
+from tests.launches import assert_multi_tile
 
 HAS_OPS = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "megvii_targets")
 requires_ops = pytest.mark.skipif(not HAS_OPS, reason="rsn_fast._C is not built with the target ops")
@@ -134,6 +136,8 @@ def test_megvii_triton_equals_reference(normalize):
     for size, kernels in [((48, 64), [11, 9, 7, 5]), ((7, 5), [11, 5, 3])]:
         kp, wt = _keypoints(rng, 2, 17, *size)
         kp, wt = torch.from_numpy(kp).to(dev), torch.from_numpy(wt).to(dev)
-        got = megvii_targets(kp, wt, size, kernels, normalize, backend="triton").cpu()
+        with recording() as launches:
+            got = megvii_targets(kp, wt, size, kernels, normalize, backend="triton").cpu()
+        assert_multi_tile(launches, ["_megvii_kernel"])  # one program per map: at least two of them
         want = megvii_targets_reference(kp.cpu(), wt.cpu(), size, kernels, normalize)
         torch.testing.assert_close(got, want, rtol=0, atol=TARGET_ATOL)

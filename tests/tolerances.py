@@ -102,3 +102,19 @@ def assert_rounded_once(out_lp: torch.Tensor, out_fp32: torch.Tensor, name: str)
             f"fp32 result; first at {i}: {out_lp.flatten()[i].item()!r} vs {want.flatten()[i].item()!r} "
             f"(fp32 {out_fp32.flatten()[i].item()!r})"
         )
+
+
+def assert_max_within_torch_error(
+    out: torch.Tensor, exact: torch.Tensor, torch_out: torch.Tensor, name: str, ulps: float = 4.0
+) -> None:
+    """Per-element form of the rule above: max |out - exact| <= 2 max |torch_out - exact| + ulps * u_out *
+    max |exact| (a few units in the last place of the output dtype at the tensor's scale), so one wrong element
+    fails even when the norm would hide it."""
+    e = exact.double().cpu()
+    scale = e.abs().max().clamp_min(1e-30).item()
+    err = (out.double().cpu() - e).abs().max().item()
+    err_torch = (torch_out.double().cpu() - e).abs().max().item()
+    tol = LOWP_FACTOR * err_torch + ulps * UNIT_ROUNDOFF[out.dtype] * scale
+    assert err <= tol, (
+        f"{name}: max error {err:.3g} > {tol:.3g} (torch's own {err_torch:.3g}, scale {scale:.3g})"
+    )

@@ -157,10 +157,11 @@ def _dw_wgrad_kernel(
         s = tl.zeros((BLOCK_C,), dtype=ACC)
         for dn in range(N_CHUNK):
             n = n0 + dn
-            ok = n < N
-            gv = tl.load(g_ptr + n.to(tl.int64) * sgn + g_off, mask=m2 & ok, other=0.0)
+            # the batch bound as a block mask: triton 3.9's interpreter rejects a block & scalar mask
+            mn = m2 & ((offs_c * 0 + n) < N)[None, :]
+            gv = tl.load(g_ptr + n.to(tl.int64) * sgn + g_off, mask=mn, other=0.0)
             xv = tl.load(
-                x_ptr + n.to(tl.int64) * sxn + x_off + (ih * sxh + iw * sxw)[:, None], mask=m2 & ok, other=0.0
+                x_ptr + n.to(tl.int64) * sxn + x_off + (ih * sxh + iw * sxw)[:, None], mask=mn, other=0.0
             )
             s += tl.sum(gv.to(ACC) * xv.to(ACC), axis=0)
         tl.store(part_ptr + slot + t * C + offs_c, s, mask=mask_c)

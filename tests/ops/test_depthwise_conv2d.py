@@ -294,7 +294,8 @@ def test_triton_multi_tile_per_element(dtype, channels_last):
     bh, bw, bc, _ = tri._tile(64, channels_last)
     C = bc + bc // 2 + 1 if bc > 1 else 3
     assert tri._tile(C, channels_last)[2] == bc
-    N, H, W, k = 3, bh + bh // 2 + 1, bw + bw // 2 + 1, 3
+    # 2 x 3 spatial tiles: unequal counts, so a swapped tile row/column reads the wrong tile
+    N, H, W, k = 3, bh + bh // 2 + 1, 2 * bw + bw // 2 + 1, 3
     x, w, b = _inputs((N, C, H, W), k, True, dtype, dev, channels_last)
     g = torch.randn(N, C, H, W, device=dev).to(dtype)
     with recording() as launches:

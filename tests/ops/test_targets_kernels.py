@@ -19,7 +19,7 @@ from rsn_fast.ops.gaussian_targets import (
     gaussian_targets_reference,
 )
 from rsn_fast.ops.megvii_targets import megvii_targets_cv2_loop, megvii_targets_reference
-from tests.conftest import TRITON_INTERPRET, requires_cuda
+from tests.conftest import TRITON_INTERPRET, case_seed, requires_cuda
 from tests.launches import assert_multi_tile
 
 HAS_OPS = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "megvii_targets")
@@ -54,7 +54,7 @@ def _keypoints(rng, n, k, w, h):
     [((48, 64), [15, 11, 9, 7, 5]), ((72, 96), [11, 9, 7, 5]), ((7, 5), [11, 5, 3]), ((24, 32), [21, 1])],
 )
 def test_megvii_cpp_equals_cv2_and_reference(size, kernels, normalize):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     w, h = size
     kp, wt = _keypoints(rng, 3, 17, w, h)
     got = megvii_targets(torch.from_numpy(kp), torch.from_numpy(wt), size, kernels, normalize, backend="cpp")
@@ -83,7 +83,7 @@ def test_megvii_cpp_is_default_and_opcheck():
 @pytest.mark.parametrize("sigma", [2.0, 3.0, 1.5, 1.1])
 @pytest.mark.parametrize("size", [(48, 64), (7, 5)])
 def test_gaussian_reference_equals_mmpose_numpy(size, sigma):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     w, h = size
     kp, wt = _keypoints(rng, 3, 17, w, h)
     kp[1, :3] = [[-3.4, 2.0], [-2.6, -0.7], [w + 5.0, 1.0]]  # patches cut by the map edge or off it
@@ -97,7 +97,7 @@ def test_gaussian_reference_equals_mmpose_numpy(size, sigma):
 @requires_ops
 @pytest.mark.parametrize("sigma", [2.0, 3.0, 1.5, 0.7])
 def test_gaussian_cpp_equals_reference(sigma):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     kp, wt = _keypoints(rng, 4, 17, 48, 64)
     kp, wt = torch.from_numpy(kp), torch.from_numpy(wt)
     got = gaussian_targets(kp, wt, (48, 64), sigma, backend="cpp")
@@ -111,7 +111,7 @@ def test_gaussian_cpp_equals_reference(sigma):
 @requires_ops
 @pytest.mark.gpu
 def test_cuda_targets_match_cpu():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     kp, wt = _keypoints(rng, 48, 17, 48, 64)
     kp, wt = torch.from_numpy(kp), torch.from_numpy(wt)
     for norm in ("global_max", "center"):
@@ -129,7 +129,7 @@ def test_cuda_targets_match_cpu():
 )
 @pytest.mark.parametrize("normalize", ["global_max", "center"])
 def test_megvii_triton_equals_reference(normalize):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     dev = "cpu" if TRITON_INTERPRET else "cuda"
     if dev == "cuda" and torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("Triton needs compute capability >= 8.0")

@@ -5,6 +5,10 @@ extent it covers and the tile size it chose (including dimensions a program walk
 ``BLOCK`` steps). Tests wrap a call in :func:`recording` and check that each launch had at least two tiles
 and a partial last tile along every tiled dimension (a test that runs one tile cannot see a tile-offset
 bug). Outside :func:`recording` nothing is kept: :func:`record` is one global read.
+
+Inside :func:`recording` under ``TRITON_INTERPRET=1``, the launchers also take small tiles (:func:`small_tiles`),
+so that small test shapes span several tiles; elsewhere they keep their usual tiles (the interpreter's cost
+grows with the number of programs, so the rest of the test suite stays fast).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from rsn_fast.ops._dispatch import triton_interpret
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ def record(kernel, grid: tuple[int, ...], **tiles: tuple[int, int]) -> None:
         _LOG.append(
             Launch(name, tuple(int(g) for g in grid), {k: (int(e), int(t)) for k, (e, t) in tiles.items()})
         )
+
+
+def small_tiles() -> bool:
+    """Whether launchers should take their small test tiles: inside :func:`recording`, under the interpreter."""
+    return _LOG is not None and triton_interpret()
 
 
 @contextmanager

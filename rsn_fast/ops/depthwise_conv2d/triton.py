@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
-from rsn_fast.ops._launch import record
+from rsn_fast.ops._launch import record, small_tiles
 
 
 @triton.jit
@@ -182,10 +182,11 @@ def channels_last(t: torch.Tensor) -> bool:
 
 def _tile(C: int, cl: bool) -> tuple[int, int, int, int]:
     """(BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for a layout: contiguous loads along W (NCHW) or C (NHWC)."""
-    if triton_interpret():
-        # small tiles, so that small test shapes still span several tiles along every dimension (one-tile tests
-        # cannot see a tile-offset bug); the interpreter's cost is per program and op, so keep them not tiny
+    if small_tiles():  # multi-tile tests under the interpreter (see rsn_fast.ops._launch)
         return 8, 8, min(8, triton.next_power_of_2(C)), 4
+    if triton_interpret():
+        # the interpreter's cost is per program and per op, not per element: few, large programs
+        return 16, 16, min(32, triton.next_power_of_2(C)), 4
     if cl:
         bc = min(64, triton.next_power_of_2(C))
         return (4, 8, bc, 4) if bc >= 32 else (8, 8, bc, 4)
@@ -248,8 +249,10 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, k: int, padding: int) -> to
     cblocks = triton.cdiv(C, bc)
     # enough programs to fill a GPU (about 4 per SM on 132 SMs), each summing over a chunk of the batch
     n_chunks = max(1, min(N, triton.cdiv(512, tiles * cblocks)))
-    n_chunk = triton.cdiv(N, n_chunks)
     if triton_interpret():
+        n_chunks = 1
+    n_chunk = triton.cdiv(N, n_chunks)
+    if small_tiles():
         n_chunk = min(N, 2)  # chunks of 2: a batch of 3 gives two chunks, the last one partial
     n_chunks = triton.cdiv(N, n_chunk)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
-from rsn_fast.ops._launch import record
+from rsn_fast.ops._launch import record, small_tiles
 from rsn_fast.ops.depthwise_conv2d import triton as dw_triton
 from rsn_fast.ops.depthwise_conv2d.triton import round_bf16
 
@@ -269,9 +269,10 @@ def _bn_d_bwd_kernel(
 
 def _blocks(C: int) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_C): pixels per program and channels per inner step."""
-    if triton_interpret():
-        # small tiles so that test shapes span several pixel tiles and channel steps (see _launch.py)
+    if small_tiles():  # multi-tile tests under the interpreter (see rsn_fast.ops._launch)
         return 32, min(8, triton.next_power_of_2(C))
+    if triton_interpret():
+        return 256, min(32, triton.next_power_of_2(C))
     return 64, min(32, triton.next_power_of_2(C))
 
 

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
-from rsn_fast.ops._launch import record
+from rsn_fast.ops._launch import record, small_tiles
 from rsn_fast.ops.depthwise_conv2d.triton import needs_rounding, round_bf16
 
 
@@ -188,8 +188,7 @@ def _conv_bnact_stats_kernel(
 
 
 def _blocks(c_out: int, c_src: int) -> tuple[int, int, int]:
-    if triton_interpret():
-        # tl.dot's smallest tile, so that test shapes span several tiles of M, N and K (see _launch.py)
+    if small_tiles():  # tl.dot's smallest tile, for the multi-tile tests (see rsn_fast.ops._launch)
         return 16, 16, 16
     block_n = min(128, max(16, triton.next_power_of_2(c_out)))
     block_k = min(64, max(16, triton.next_power_of_2(c_src)))

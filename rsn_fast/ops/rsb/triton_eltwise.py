@@ -13,13 +13,12 @@ import torch
 import triton
 import triton.language as tl
 
-from rsn_fast.ops._dispatch import triton_interpret
-from rsn_fast.ops._launch import record
+from rsn_fast.ops._launch import record, small_tiles
 from rsn_fast.ops.depthwise_conv2d.triton import needs_rounding, round_bf16
 from rsn_fast.ops.rsb.reference import channels_last_like
 
 BLOCK_P_GPU = 64
-BLOCK_P_INTERPRET = 16  # small tiles under the interpreter, so test shapes span several (see _launch.py)
+BLOCK_P_SMALL = 16  # the multi-tile tests' tiles under the interpreter (see rsn_fast.ops._launch)
 
 
 @triton.jit
@@ -224,8 +223,8 @@ def _fmt(t: torch.Tensor) -> torch.memory_format:
 
 def _grid(kernel, m: int, c: int) -> tuple[tuple[int, int], int, int]:
     """(grid, BLOCK_P, BLOCK_C) for m pixels x c channels; the launch is recorded for the tests."""
-    if triton_interpret():
-        block_p, block_c = BLOCK_P_INTERPRET, min(8, triton.next_power_of_2(c))
+    if small_tiles():
+        block_p, block_c = BLOCK_P_SMALL, min(8, triton.next_power_of_2(c))
     else:
         block_p, block_c = BLOCK_P_GPU, min(64, max(16, triton.next_power_of_2(c)))
     grid = (triton.cdiv(m, block_p), triton.cdiv(c, block_c))

@@ -22,6 +22,7 @@ from rsn_fast.data.dali import (
 )
 from rsn_fast.data.loaders import build_dali_loader
 from rsn_fast.engine.sampling import ResumableSampler, SeededDataset, sample_seed
+from tests.conftest import case_seed
 from tests.data.conftest import synthetic_cfg
 
 needs_dali = pytest.mark.skipif(
@@ -112,7 +113,7 @@ def test_flip_swaps_pairs_onto_the_right_pixels(synthetic_dir):
     """Blobs drawn at the left/right shoulders land where the (swapped) output keypoints say, in DALI's crop."""
     cfg = _cfg(synthetic_dir, recipe="official")
     ds = build_dataset(cfg, "train", item_targets=False)
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     img = np.zeros((300, 360, 3), np.uint8)
     ys, xs = np.mgrid[0:300, 0:360]
     left = np.array([150.0, 140.0]) + rng.uniform(-5, 5, 2)  # COCO 5 = left shoulder
@@ -272,7 +273,7 @@ def test_missing_dali_names_the_package(synthetic_dir, monkeypatch):
 
 
 def test_dali_matrix_is_cv2_matrix_in_corner_coordinates():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     m = np.concatenate([rng.normal(size=(2, 2)) + 2 * np.eye(2), rng.normal(size=(2, 1)) * 20], 1)
     d = dali_matrix(m).astype(np.float64)
     p = rng.uniform(-50, 50, (10, 2))  # source points, cv2 (centre) coordinates
@@ -285,7 +286,7 @@ def test_dali_matrix_is_cv2_matrix_in_corner_coordinates():
     "ext,params", [(".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".png", [])]
 )
 def test_image_size_reads_headers(ext, params):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     h, w = (int(v) for v in rng.integers(5, 90, 2))
     ok, buf = cv2.imencode(ext, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), params)
     assert ok and image_size(buf.tobytes()) == (w, h) and image_size(buf) == (w, h)

@@ -86,9 +86,15 @@ def test_single_process_resume_is_exact(tiny, tmp_path):
     p = _train(tiny, cut, 1, env=_env(RSN_FAST_TEST_KILL_AT_ITER="3"))
     assert p.returncode == -9  # killed itself after iteration 3; the newest checkpoint is iteration 2
     assert [i for i, _ in ckpt.iter_checkpoints(cut)] == [2]
-    _ok(_train(tiny, cut, 1, "--resume"))
+    _ok(_train(tiny, cut, 1, "--resume", "auto"))
     a, b = train_losses(os.path.join(full, "log.jsonl")), train_losses(os.path.join(cut, "log.jsonl"))
     assert sorted(a) == list(range(1, 7))
+    # the resumed process ran only the iterations after the checkpoint: equal losses alone would also come from
+    # a deterministic rerun from scratch that loaded nothing
+    rows = read_jsonl(os.path.join(cut, "log.jsonl"))
+    starts = [i for i, r in enumerate(rows) if "resumed from" in r.get("msg", "")]
+    assert len(starts) == 1 and "iter_00000002" in rows[starts[0]]["msg"], [r.get("msg") for r in rows]
+    assert [int(r["iter"]) for r in rows[starts[0] :] if "iter" in r and "loss" in r] == [3, 4, 5, 6]
     assert a == b  # bit-identical losses, iterations 3..6 recomputed after the resume
     assert len(set(a.values())) == 6
     state = torch.load(ckpt.find_latest(cut), weights_only=False)

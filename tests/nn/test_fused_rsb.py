@@ -18,7 +18,7 @@ from rsn_fast.nn.prm import ConvModule
 from rsn_fast.ops._dispatch import cuda_reasons
 from tests.backends import CUDA_DEVICE
 from tests.conftest import TRITON_INTERPRET
-from tests.tolerances import assert_within_torch_error
+from tests.tolerances import UNIT_ROUNDOFF, assert_within_torch_error
 
 # (in, out, stride) of every distinct RSB of RSN-18 and RSN-50 (spec 5)
 SHAPES = [
@@ -149,36 +149,114 @@ def test_nchw_n1_odd_recompute_off_sum_grad(backend):
         assert err < 1e-3, f"{n}: {err:.2e} (|grad| {p_r.grad.norm().item():.2e}, block scale {scale:.2e})"
 
 
+def _numpy_normal(rng, shape, dtype=torch.float64) -> torch.Tensor:
+    """Gaussian values that are the same on every machine: torch.randn on the CPU is not (its vectorised
+    normal_fill differs from the scalar one: here 39% of a (2, 64, 16, 11) draw differs at 1e-7 between
+    ATEN_CPU_CAPABILITY=avx512 and =default, and 14 of its elements round to another fp16 value)."""
+    return torch.from_numpy(rng.standard_normal(shape)).to(dtype)
+
+
+def _machine_independent_pair(cin, cout, stride, backend, seed):
+    """(float64 plain block, fused block) with every parameter and buffer drawn by numpy from ``seed``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ref64, fused = _pair(cin, cout, stride, backend)
+    ref64 = ref64.double()
+    with torch.no_grad():
+        for name, t in list(ref64.named_parameters()) + list(ref64.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var") or (name.endswith("weight") and t.dim() == 1):
+                t.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, t.shape)))
+            elif name.endswith("bn.bias"):
+                # BN shifts of 2-3 std: few pre-activations near zero, so few ReLU masks flip (see below)
+                t.copy_(torch.from_numpy(rng.uniform(2.0, 3.0, t.shape)))
+            elif t.dim() == 4:
+                t.copy_(_numpy_normal(rng, t.shape) / (t[0].numel() ** 0.5))
+            else:
+                t.copy_(_numpy_normal(rng, t.shape) * 0.5)
+    fused.load_state_dict(ref64.state_dict())
+    return ref64, fused
+
+
+def _rounded_per_layer(model64: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """The float64 module with its weights, and every layer's output and input gradient, rounded to ``dtype``:
+    what an implementation that stores each layer's result once in ``dtype`` computes, in float64 math (so the
+    same on every machine: summation order moves results by 1e-16, far below a rounding step)."""
+    sim = copy.deepcopy(model64)
+    for p in sim.parameters():
+        p.data = p.data.to(dtype).double()
+
+    def rnd(t):
+        return t.to(dtype).double() if t is not None else None
+
+    for m in sim.modules():
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU)):
+            m.register_forward_hook(lambda mod, args, out: rnd(out))
+            m.register_full_backward_hook(lambda mod, gin, gout: tuple(rnd(t) for t in gin))
+    return sim
+
+
+LOWP_ENSEMBLE = 4
+LOWP_SEED = 1234
+
+
 @pytest.mark.parametrize("backend", _backends())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision(backend, dtype):
-    """Error vs a float64 module is at most twice the plain module's own error in that dtype."""
+    """Error vs the float64 block within twice the largest error of LOWP_ENSEMBLE once-per-layer-rounded
+    implementations (_rounded_per_layer) whose inputs are moved by about one rounding of ``dtype``, for the
+    output, the input gradient and every parameter gradient.
+
+    Why not "2 x eager PyTorch's error" (it failed on other machines: 0.0332 > 0.00994 for
+    conv_bn_relu2_4_4.conv.weight at fp16; reproduced here with ATEN_CPU_CAPABILITY=default):
+    (1) the inputs and BN parameters were torch.randn/normal_ draws, which differ between CPU kernels (see
+    _numpy_normal), so each machine tested other values; (2) with BN shifts near zero these gradients are
+    dominated not by rounding but by ReLU masks that flip where a pre-activation lies within an ulp of zero
+    (each flip moves a whole gradient term: the output's error was 0.0012, the weight gradients' 0.02-0.09 at
+    fp16), and which masks flip changes with 1-ulp differences of any CPU kernel (vectorised vs scalar,
+    oneDNN's blocking, a reduction's thread count). One sample of that noise was the denominator: for one seed,
+    eager's conv_bn_relu2_4_4 weight-gradient error was 0.020 with the AVX512 kernels and 0.0039 with the
+    scalar ones, the fused block's 0.031-0.039 on both. Now: inputs drawn by numpy (the same everywhere); BN
+    shifts of 2-3 so that few pre-activations sit near zero (the gradients are rounding- rather than flip-
+    dominated: fused and baseline errors ~1e-3 at fp16); and a baseline computed in float64 with roundings at
+    fixed places (machine-independent), taken as the worst of several members so that it covers the spread of
+    the rounding noise instead of one sample of it. Measured (seeds 1 and 1234, AVX512 and scalar kernels):
+    the largest error / bound over all checks is 0.58."""
+    import numpy as np
+
     dev = _device(backend)
-    ref64, fused = _pair(64, 128, 2, backend)
-    ref64 = ref64.double().to(dev)
-    ref_lp = copy.deepcopy(ref64).to(dtype)
-    fused = fused.to(dtype).to(dev)
+    seed = LOWP_SEED
+    ref64, fused = _machine_independent_pair(64, 128, 2, backend, seed)
+    ref64, fused = ref64.to(dev), fused.to(dtype).to(dev)
+    rng = np.random.default_rng(seed + 1)
     # large enough that per-channel reductions (BN weight/bias grads) average over more than a few pixels
-    x = torch.randn(2, 64, 16, 11, device=dev).contiguous(memory_format=torch.channels_last)
-    g = torch.randn(2, 128, 8, 6, device=dev)
-    y64, gx64, gp64 = _run(ref64, x.double(), g, True)
-    y_lp, gx_lp, gp_lp = _run(ref_lp, x.to(dtype), g.to(dtype), True)
+    x = _numpy_normal(rng, (2, 64, 16, 11)).to(dev).contiguous(memory_format=torch.channels_last)
+    g = _numpy_normal(rng, (2, 128, 8, 6)).to(dev)
+    y64, gx64, gp64 = _run(ref64, x, g, True)
+    sim = _rounded_per_layer(ref64, dtype)
+    ens = []
+    for _ in range(LOWP_ENSEMBLE):
+        # inputs moved by about one rounding of ``dtype``: each member rounds at other places, so the spread of
+        # the members' errors is that of the rounding noise (and of the ReLU masks it flips) of this block
+        xe = x * (1 + UNIT_ROUNDOFF[dtype] * _numpy_normal(rng, x.shape).to(dev))
+        sim.zero_grad(set_to_none=True)
+        y_s, gx_s, gp_s = _run(sim, xe.to(dtype).double(), g.to(dtype).double(), True)
+        ens.append({"output": y_s, "input grad": gx_s, **gp_s})
     y_f, gx_f, gp_f = _run(fused, x.to(dtype), g.to(dtype), True)
-    factor = 2.0
-    assert_within_torch_error(y_f, y64.to(dtype), y_lp, "output", factor=factor)
-    assert_within_torch_error(gx_f, gx64.to(dtype), gx_lp, "input grad", factor=factor)
-    for n in (
-        "conv_bn_relu1.conv.weight",
-        "conv_bn_relu2_4_4.conv.weight",
-        "conv_bn3.bn.weight",
-        "downsample.bn.bias",
-    ):
-        # A BN weight's grad is sum(dy * x_hat) over only 96 pixels here; low-precision ReLU masks that flip
-        # near zero (in any implementation) move whole terms, so its error is noise-dominated: measured for
-        # conv_bn3.bn.weight at fp16 over two seeds, plain torch 0.003 and 0.019, the fused reference < 0.008 and
-        # 0.021, fused Triton 0.021 and 0.016. Hence a wider factor for that one check.
-        f = max(factor, 8.0) if n.endswith("bn.weight") else factor
-        assert_within_torch_error(gp_f[n], gp64[n].to(dtype), gp_lp[n], n, factor=f)
+    got = {"output": y_f, "input grad": gx_f, **gp_f}
+    exact = {"output": y64, "input grad": gx64, **gp64}
+    assert gp_f.keys() == gp64.keys()
+    failures = []
+    for n, e in exact.items():
+        scale = e.norm().clamp_min(1e-30)
+        worst = max(ens, key=lambda r: ((r[n] - e).norm() / scale).item())[n]
+        try:
+            assert_within_torch_error(got[n], e.to(dtype), worst, n)
+        except AssertionError as err:
+            failures.append(str(err))
+    assert not failures, "\n".join(failures)
 
 
 class _MMPoseStyleConv(nn.Module):

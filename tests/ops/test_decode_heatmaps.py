@@ -186,7 +186,7 @@ def make_boxes(rng, n):
     return centers, boxes
 
 
-def _run(hm, centers, boxes, input_size, mode, k, dtype, flipped=None, pairs=None):
+def _run(hm, centers, boxes, input_size, mode, k, dtype, flipped=None, pairs=None, backend=None):
     t = lambda a: torch.from_numpy(np.asarray(a)).to(dtype)  # noqa: E731
     coords, scores = decode_heatmaps(
         t(hm),
@@ -197,6 +197,7 @@ def _run(hm, centers, boxes, input_size, mode, k, dtype, flipped=None, pairs=Non
         blur_kernel=k,
         flipped=None if flipped is None else t(flipped),
         flip_pairs=pairs,
+        backend=backend,
     )
     return coords.double().numpy(), scores.double().numpy()
 
@@ -213,10 +214,13 @@ CASES = [
 ]
 
 
+# the pure-torch reference explicitly (the specification), and whatever the automatic dispatch picks here (the
+# C++ kernel when the extension is built)
+@pytest.mark.parametrize("backend", ["reference", None], ids=["reference", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("mode,k,hw,input_size", CASES)
-def test_matches_literal(mode, k, hw, input_size, flip, dtype):
+def test_matches_literal(mode, k, hw, input_size, flip, dtype, backend):
     rng = np.random.default_rng(zlib.crc32(repr((mode, k, hw, flip)).encode()))
     w, h = hw
     hm = make_heatmaps(rng, h, w)
@@ -227,7 +231,7 @@ def test_matches_literal(mode, k, hw, input_size, flip, dtype):
         flipped = np.concatenate([flipped, hm[flipped.shape[0] :]])
     pairs = COCO_FLIP_PAIRS if flip else None
     want_c, want_s = literal(hm, centers, boxes, input_size, mode, k, flipped, pairs)
-    got_c, got_s = _run(hm, centers, boxes, input_size, mode, k, dtype, flipped, pairs)
+    got_c, got_s = _run(hm, centers, boxes, input_size, mode, k, dtype, flipped, pairs, backend=backend)
     assert got_c.shape == (n, 17, 2) and got_s.shape == (n, 17)
     if mode == "dark":
         # DARK's Newton step divides by the Hessian of log(max(blurred, 1e-10)), which is near-singular where

@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from rsn_fast import _ext
+from rsn_fast.ops._launch import recording
 from rsn_fast.ops.decode_heatmaps import _dispatcher, decode_heatmaps
 from rsn_fast.ops.decode_heatmaps.reference import decode_heatmaps_reference
 from tests.backends import CUDA_DEVICE, EMULATION, needs_cuda_backend
-from tests.conftest import TRITON_INTERPRET
+from tests.conftest import TRITON_INTERPRET, case_seed
+from tests.launches import assert_multi_tile
 from tests.ops.test_decode_heatmaps import COCO_FLIP_PAIRS, _gauss_peaks, make_boxes, make_heatmaps
 
 HAS_OP = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "decode_heatmaps")
@@ -82,7 +84,7 @@ def _run(backend, hm, c, b, insz, mode, k, fl, pairs, device="cpu"):
     ],
 )
 def test_cpp_matches_reference(hw, k, input_size, dtypes, mode, flip):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     h, w = hw
     hm, c, b, fl = _inputs(rng, h, w, k, flip)
     pairs = (COCO_FLIP_PAIRS if k == 17 else MPII_FLIP_PAIRS) if flip else None
@@ -95,7 +97,7 @@ def test_cpp_matches_reference(hw, k, input_size, dtypes, mode, flip):
 @pytest.mark.parametrize("mode,k", [("rsn", 3), ("rsn", 9), ("rsn", 23), ("megvii", 5), ("dark", 5)])
 def test_cpp_other_kernels_and_odd_sizes(mode, k):
     """Blur sizes whose radius exceeds RSN's 10 px border (k=23: the reflected border reaches the map)."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     hm, c, b, fl = _inputs(rng, 17, 13, 17, True)
     args = (hm, c, b, (50, 70), mode, k, fl, COCO_FLIP_PAIRS)
     _compare(_run("cpp", *args), decode_heatmaps_reference(*args), mode == "dark")
@@ -104,7 +106,7 @@ def test_cpp_other_kernels_and_odd_sizes(mode, k):
 @requires_op
 def test_cpp_dark_realistic_tight_and_fp32_vs_fp64_reference():
     """On realistic peaks the fp32 kernel is within 1e-3 image px of the float64 reference, DARK included."""
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     hm = torch.from_numpy(_gauss_peaks(rng, 64, 48, 6 * 17).reshape(6, 17, 64, 48))
     c, b = map(torch.from_numpy, make_boxes(rng, 6))
     for mode in ("rsn", "megvii", "standard", "dark"):
@@ -116,7 +118,7 @@ def test_cpp_dark_realistic_tight_and_fp32_vs_fp64_reference():
 
 @requires_op
 def test_cpp_ties_nan_single_person_and_strides():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     hm = torch.from_numpy(
         rng.integers(0, 3, size=(1, 17, 64, 48)).astype(np.float32)
     )  # exact ties everywhere
@@ -170,7 +172,7 @@ def test_cpp_input_errors():
 @pytest.mark.parametrize("mode", ["rsn", "megvii", "standard", "dark"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_cuda_matches_cpp_and_reference(mode, dtype):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     hm, c, b, fl = _inputs(rng, 19, 15, 17, True) if EMULATION else _inputs(rng, 64, 48, 17, True)
     for f in (None, fl):
         args = (hm.to(dtype), c, b, (192, 256), mode, KERNELS[mode], None if f is None else f.to(dtype))
@@ -225,7 +227,7 @@ def _small_hard_maps(rng, n, k, h, w):
 def test_triton_matches_reference(mode):
     """Small maps under the interpreter (slow); the hard cases of the C++ tests, with and without flip."""
     dev = _triton_device()
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     n, k, h, w = 2, 8, 16, 12
     hm = _small_hard_maps(rng, n, k, h, w)
     fl = _small_hard_maps(rng, n, k, h, w).flip(0)
@@ -234,6 +236,8 @@ def test_triton_matches_reference(mode):
     for dt, f in ((torch.float32, None), (torch.float32, fl), (torch.float64, fl)):
         args = (hm.to(dt), c, b, (48, 64), mode, 5)  # k=5: the interpreter is slow
         fd = None if f is None else f.to(dt)
-        got = _run("triton", *args, fd, pairs if f is not None else None, device=dev)
+        with recording() as launches:
+            got = _run("triton", *args, fd, pairs if f is not None else None, device=dev)
+        assert_multi_tile(launches, ["_decode_kernel"])  # one program per map: at least two of them
         want = decode_heatmaps_reference(*args, fd, pairs if f is not None else None)
         _compare((got[0].cpu(), got[1].cpu()), want, mode == "dark")

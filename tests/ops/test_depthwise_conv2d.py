@@ -262,3 +262,51 @@ def test_cuda_conv_with_channel_statistics(dtype, channels_last):
         torch.testing.assert_close(sums[0], yd.sum((0, 2, 3)), rtol=1e-5, atol=1e-3)
         torch.testing.assert_close(sums[1], (yd * yd).sum((0, 2, 3)), rtol=1e-5, atol=1e-3)
         assert torch.equal(sums, dw_cuda.conv(x, w, None, 4, stats=True)[1])
+
+
+def _dw_all(x, w, b, g, backend):
+    """(y, dx, dweight, dbias) of the op for upstream g."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    y = depthwise_conv2d(*leaves, backend=backend)
+    return (y, *torch.autograd.grad(y, leaves, g))
+
+
+@pytest.mark.skipif(
+    not (TRITON_INTERPRET or GPU_TRITON), reason="Triton needs cc >= 8.0 or TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_triton_multi_tile_per_element(dtype, channels_last):
+    """A shape of about 1.5 of the launcher's own tiles along every tiled dimension (asserted on the recorded
+    launches), every output and gradient element within the rounding bound of its exact value, and, under the
+    interpreter, low-precision outputs equal to the nearest value of the kernel's own fp32 result."""
+    from rsn_fast.ops._launch import recording
+    from rsn_fast.ops.depthwise_conv2d import triton as tri
+    from tests.launches import assert_multi_tile
+    from tests.tolerances import assert_rounded_once, assert_sum_bound
+
+    # small tiles (rsn_fast.ops._launch) while recording, for the shape choice and both Triton runs
+    with recording() as launches:
+        dev = "cpu" if TRITON_INTERPRET else "cuda"
+        bh, bw, bc, _ = tri._tile(64, channels_last)
+        C = bc + bc // 2 + 1 if bc > 1 else 3
+        assert tri._tile(C, channels_last)[2] == bc
+        # 2 x 3 spatial tiles: unequal counts, so a swapped tile row/column reads the wrong tile
+        N, H, W, k = 3, bh + bh // 2 + 1, 2 * bw + bw // 2 + 1, 3
+        x, w, b = _inputs((N, C, H, W), k, True, dtype, dev, channels_last)
+        g = torch.randn(N, C, H, W, device=dev).to(dtype)
+        launches.clear()  # the launches of the call under test only
+        got = _dw_all(x, w, b, g, "triton")
+        launches = list(launches)
+        assert_multi_tile(launches, ["_dw_conv_kernel", "_dw_wgrad_kernel"])
+        exact = _dw_all(x.double(), w.double(), b.double(), g.double(), "reference")
+        abs_sum = _dw_all(x.double().abs(), w.double().abs(), b.double().abs(), g.double().abs(), "reference")
+        for name, o, e, a, n in zip(
+            ("y", "dx", "dweight", "dbias"), got, exact, abs_sum, (k * k + 1, k * k, N * H * W, N * H * W)
+        ):
+            assert o.dtype == dtype
+            assert_sum_bound(o, e, a, n, name)
+        if TRITON_INTERPRET and dtype != torch.float32:
+            ref32 = _dw_all(x.float(), w.float(), b.float(), g.float(), "triton")
+            for name, o, o32 in zip(("y", "dx", "dweight"), got, ref32):
+                assert_rounded_once(o, o32, name)

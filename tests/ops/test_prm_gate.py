@@ -364,3 +364,37 @@ def test_training_needs_more_than_one_value_and_cuda_backend_reason():
     if not EMULATION:  # the emulated cuda backend takes CPU tensors
         with pytest.raises(BackendError, match="not CUDA tensors"):
             prm_spatial_gate(**acts, **params, **bufs, training=True, backend="cuda")
+
+
+@needs_triton
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_triton_multi_tile_per_element(training):
+    """A shape spanning >= 2 pixel tiles and channel steps (partial last ones) of every PRM kernel, asserted on
+    the recorded launches; the output and every gradient element-wise within twice the reference's own error."""
+    from rsn_fast.ops._launch import recording
+    from rsn_fast.ops.prm_gate import triton as tri
+    from tests.launches import assert_multi_tile
+    from tests.tolerances import assert_max_within_torch_error
+
+    with recording() as launches:  # small tiles while recording (rsn_fast.ops._launch)
+        bp, bc = tri._blocks(64)
+        C = bc + bc // 2 + 1
+        assert tri._blocks(C) == (bp, bc)
+        side = int((1.5 * bp) ** 0.5) + 1  # H * W between 1.5 and 2.5 pixel tiles
+        H, W = side, side + 1
+        assert (H * W) % bp and H * W > bp
+        acts, params, bufs = make_inputs(2, C, H, W, k=3, device=TRITON_DEVICE)
+        g = torch.randn(2, C, H, W, device=TRITON_DEVICE)
+        with torch.set_grad_enabled(training):  # eval without grad: the one-kernel path
+            out, grads, _ = run(acts, params, bufs, training, "triton", grad=g if training else None)
+        kernels = ["_pointwise_kernel", "_gate_kernel", "_gate_bwd_kernel", "_bn_d_bwd_kernel"]
+        assert_multi_tile(launches, kernels if training else ["_gate_eval_kernel"])
+        exact, grads64, _ = run(
+            acts, params, bufs, training, "reference", grad=g if training else None, cast=torch.float64
+        )
+        ref, grads_r, _ = run(acts, params, bufs, training, "reference", grad=g if training else None)
+        assert_max_within_torch_error(out, exact, ref, "out")
+        for name in grads:
+            # parameter gradients are fp32 sums over all N*H*W pixels: allow gamma_n = n u at the result's scale
+            ulps = 4 if name in ACT else 2 * H * W
+            assert_max_within_torch_error(grads[name], grads64[name], grads_r[name], f"d{name}", ulps=ulps)

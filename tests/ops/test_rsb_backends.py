@@ -208,3 +208,51 @@ def test_prologue_kernel_vs_reference(backend, case, dtype):
     want = reference.prologue(srcs, a, b, act, cat, dtype)
     assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, want, **ELEMENTWISE[dtype])
+
+
+@pytest.mark.skipif(
+    not TRITON_INTERPRET and not torch.cuda.is_available(), reason="Triton needs TRITON_INTERPRET=1 or a GPU"
+)
+def test_triton_multi_tile_per_element():
+    """Every RSB Triton kernel (implicit-GEMM conv, prologue, fold, prologue backward, epilogue and its backward)
+    at a shape spanning >= 2 tiles with a partial last one along M, N, K, pixels and channels (asserted on the
+    recorded launches); every output and gradient element within twice the fp32 reference's own error."""
+    from rsn_fast.ops._launch import recording
+    from tests.launches import assert_multi_tile
+    from tests.tolerances import assert_max_within_torch_error
+
+    dev = _device("triton")
+    c, n, h, w = 21, 1, 5, 7  # M = 35 pixels; 21 channels (the interpreter's tiles: 16 x 16 x 16, 16 x 8)
+    srcs, scale, shift, weight = _conv_inputs(2, c, c, 3, False, torch.float32, dev, n=n, h=h, w=w)
+    z0 = conv_bnact_stats(srcs, scale, shift, weight, relu=True, backend="reference")[0]
+    wz = torch.randn(z0.shape, dtype=torch.float64, device=dev)
+    ws = torch.randn(c, dtype=torch.float64, device=dev)
+    epi = _epilogue_inputs(torch.float32, True, True, n=n, c=c, h=h, w=w, device=dev)
+    ge = torch.randn_like(epi[0])
+
+    def run(be, to):
+        s_ = [t.detach().to(to).requires_grad_() for t in srcs]
+        a, b = (
+            t.detach().to(to if to == torch.float64 else torch.float32).requires_grad_()
+            for t in (scale, shift)
+        )
+        w_ = weight.detach().to(to).requires_grad_()
+        out = conv_bnact_stats(s_, a, b, w_, relu=True, save_input=False, backend=be)
+        grads = torch.autograd.grad(_conv_loss(out, wz, ws), s_ + [a, b, w_])
+        e_args = [t.detach().to(to).requires_grad_() for t in epi]
+        e_out = rsb_epilogue(*e_args, backend=be)
+        e_grads = torch.autograd.grad(e_out, e_args, ge.to(to))
+        return [*out, *grads, e_out, *e_grads]
+
+    with recording() as launches:
+        got = run("triton", torch.float32)
+    assert_multi_tile(
+        launches,
+        ["_conv_bnact_stats_kernel", "_prologue_kernel", "_grad_fold_kernel", "_prologue_bwd_kernel",
+         "_epilogue_kernel", "_epilogue_bwd_kernel"],
+    )  # fmt: skip
+    exact, ref = run("reference", torch.float64), run("reference", torch.float32)
+    for i, (x, e, r) in enumerate(zip(got, exact, ref)):
+        # per-channel vectors (stats, d scale, d shift, epilogue affine grads) are fp32 sums over the M pixels
+        ulps = 4 if x.dim() == 4 else 2 * n * h * w * 9
+        assert_max_within_torch_error(x, e, r, f"result {i}", ulps=ulps)

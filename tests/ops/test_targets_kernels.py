@@ -12,6 +12,7 @@ import torch
 
 from rsn_fast import _ext
 from rsn_fast.ops import megvii_targets
+from rsn_fast.ops._launch import recording
 from rsn_fast.ops.gaussian_targets import (
     gaussian_targets,
     gaussian_targets_numpy_loop,
@@ -19,7 +20,8 @@ from rsn_fast.ops.gaussian_targets import (
 )
 from rsn_fast.ops.megvii_targets import megvii_targets_cv2_loop, megvii_targets_reference
 from tests.backends import CUDA_DEVICE, EMULATION, needs_cuda_backend
-from tests.conftest import TRITON_INTERPRET
+from tests.conftest import TRITON_INTERPRET, case_seed
+from tests.launches import assert_multi_tile
 
 HAS_OPS = _ext.extension_available() and hasattr(torch.ops.rsn_fast, "megvii_targets")
 requires_ops = pytest.mark.skipif(not HAS_OPS, reason="rsn_fast._C is not built with the target ops")
@@ -53,7 +55,7 @@ def _keypoints(rng, n, k, w, h):
     [((48, 64), [15, 11, 9, 7, 5]), ((72, 96), [11, 9, 7, 5]), ((7, 5), [11, 5, 3]), ((24, 32), [21, 1])],
 )
 def test_megvii_cpp_equals_cv2_and_reference(size, kernels, normalize):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     w, h = size
     kp, wt = _keypoints(rng, 3, 17, w, h)
     got = megvii_targets(torch.from_numpy(kp), torch.from_numpy(wt), size, kernels, normalize, backend="cpp")
@@ -82,7 +84,7 @@ def test_megvii_cpp_is_default_and_opcheck():
 @pytest.mark.parametrize("sigma", [2.0, 3.0, 1.5, 1.1])
 @pytest.mark.parametrize("size", [(48, 64), (7, 5)])
 def test_gaussian_reference_equals_mmpose_numpy(size, sigma):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     w, h = size
     kp, wt = _keypoints(rng, 3, 17, w, h)
     kp[1, :3] = [[-3.4, 2.0], [-2.6, -0.7], [w + 5.0, 1.0]]  # patches cut by the map edge or off it
@@ -96,7 +98,7 @@ def test_gaussian_reference_equals_mmpose_numpy(size, sigma):
 @requires_ops
 @pytest.mark.parametrize("sigma", [2.0, 3.0, 1.5, 0.7])
 def test_gaussian_cpp_equals_reference(sigma):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     kp, wt = _keypoints(rng, 4, 17, 48, 64)
     kp, wt = torch.from_numpy(kp), torch.from_numpy(wt)
     got = gaussian_targets(kp, wt, (48, 64), sigma, backend="cpp")
@@ -109,7 +111,7 @@ def test_gaussian_cpp_equals_reference(sigma):
 @needs_cuda_backend
 @requires_ops
 def test_cuda_targets_match_cpu():
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     kp, wt = _keypoints(rng, 3, 17, 48, 64) if EMULATION else _keypoints(rng, 48, 17, 48, 64)
     kp, wt, dev = torch.from_numpy(kp), torch.from_numpy(wt), CUDA_DEVICE
     for norm in ("global_max", "center"):
@@ -127,13 +129,15 @@ def test_cuda_targets_match_cpu():
 )
 @pytest.mark.parametrize("normalize", ["global_max", "center"])
 def test_megvii_triton_equals_reference(normalize):
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(case_seed())
     dev = "cpu" if TRITON_INTERPRET else "cuda"
     if dev == "cuda" and torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("Triton needs compute capability >= 8.0")
     for size, kernels in [((48, 64), [11, 9, 7, 5]), ((7, 5), [11, 5, 3])]:
         kp, wt = _keypoints(rng, 2, 17, *size)
         kp, wt = torch.from_numpy(kp).to(dev), torch.from_numpy(wt).to(dev)
-        got = megvii_targets(kp, wt, size, kernels, normalize, backend="triton").cpu()
+        with recording() as launches:
+            got = megvii_targets(kp, wt, size, kernels, normalize, backend="triton").cpu()
+        assert_multi_tile(launches, ["_megvii_kernel"])  # one program per map: at least two of them
         want = megvii_targets_reference(kp.cpu(), wt.cpu(), size, kernels, normalize)
         torch.testing.assert_close(got, want, rtol=0, atol=TARGET_ATOL)

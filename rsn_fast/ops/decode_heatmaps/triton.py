@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from rsn_fast.ops._launch import record
 from rsn_fast.ops.decode_heatmaps.cpp import flip_permutation
 from rsn_fast.ops.decode_heatmaps.reference import RSN_BORDER, cv2_gaussian_kernel
 
@@ -263,6 +264,8 @@ def decode_heatmaps_triton(
         if mode != "standard"
         else torch.ones(1, dtype=acc, device=dev)
     )
+    # one program per (image, keypoint) map, the whole (bordered) map in one tile
+    record(_decode_kernel, (n * k,), maps=(n * k, 1))
     _decode_kernel[(n * k,)](
         hm,
         fl,

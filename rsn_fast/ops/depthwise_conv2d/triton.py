@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
+from rsn_fast.ops._launch import record, small_tiles
 
 
 @triton.jit
@@ -156,10 +157,11 @@ def _dw_wgrad_kernel(
         s = tl.zeros((BLOCK_C,), dtype=ACC)
         for dn in range(N_CHUNK):
             n = n0 + dn
-            ok = n < N
-            gv = tl.load(g_ptr + n.to(tl.int64) * sgn + g_off, mask=m2 & ok, other=0.0)
+            # the batch bound as a block mask: triton 3.9's interpreter rejects a block & scalar mask
+            mn = m2 & ((offs_c * 0 + n) < N)[None, :]
+            gv = tl.load(g_ptr + n.to(tl.int64) * sgn + g_off, mask=mn, other=0.0)
             xv = tl.load(
-                x_ptr + n.to(tl.int64) * sxn + x_off + (ih * sxh + iw * sxw)[:, None], mask=m2 & ok, other=0.0
+                x_ptr + n.to(tl.int64) * sxn + x_off + (ih * sxh + iw * sxw)[:, None], mask=mn, other=0.0
             )
             s += tl.sum(gv.to(ACC) * xv.to(ACC), axis=0)
         tl.store(part_ptr + slot + t * C + offs_c, s, mask=mask_c)
@@ -180,6 +182,8 @@ def channels_last(t: torch.Tensor) -> bool:
 
 def _tile(C: int, cl: bool) -> tuple[int, int, int, int]:
     """(BLOCK_H, BLOCK_W, BLOCK_C, num_warps) for a layout: contiguous loads along W (NCHW) or C (NHWC)."""
+    if small_tiles():  # multi-tile tests under the interpreter (see rsn_fast.ops._launch)
+        return 8, 8, min(8, triton.next_power_of_2(C)), 4
     if triton_interpret():
         # the interpreter's cost is per program and per op, not per element: few, large programs
         return 16, 16, min(32, triton.next_power_of_2(C)), 4
@@ -221,6 +225,7 @@ def conv(
     part = torch.empty((N * tiles, 2, C) if stats else (1,), device=x.device, dtype=torch.float32)
     w = weight.contiguous()
     grid = (tiles, triton.cdiv(C, bc), N)
+    record(_dw_conv_kernel, grid, h=(Ho, bh), w=(Wo, bw), c=(C, bc))
     _dw_conv_kernel[grid](
         x, w, bias if bias is not None else w, y, part, C, H, W, Ho, Wo, padding,
         *x.stride(), *y.stride(),
@@ -247,9 +252,12 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, k: int, padding: int) -> to
     if triton_interpret():
         n_chunks = 1
     n_chunk = triton.cdiv(N, n_chunks)
+    if small_tiles():
+        n_chunk = min(N, 2)  # chunks of 2: a batch of 3 gives two chunks, the last one partial
     n_chunks = triton.cdiv(N, n_chunk)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     part = torch.empty((n_chunks * tiles, k * k, C), device=x.device, dtype=acc)
+    record(_dw_wgrad_kernel, (tiles, cblocks, n_chunks), h=(Ho, bh), w=(Wo, bw), c=(C, bc), n=(N, n_chunk))
     _dw_wgrad_kernel[(tiles, cblocks, n_chunks)](
         grad, x, part, N, C, H, W, Ho, Wo, padding, *grad.stride(), *x.stride(), n_chunk,
         K=k, ACC=_acc_dtype(x.dtype), BLOCK_H=bh, BLOCK_W=bw, BLOCK_C=bc, num_warps=nw,

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from rsn_fast.ops._launch import record
 from rsn_fast.ops.megvii_targets.reference import _stacked_responses
 
 
@@ -85,6 +86,7 @@ def megvii_targets_triton(
         return out
     rx = _stacked_responses(w, kernels, dev)
     ry = _stacked_responses(h, kernels, dev)
+    record(_megvii_kernel, (n * len(kernels) * k,), maps=(n * len(kernels) * k, 1))  # one program per map
     _megvii_kernel[(n * len(kernels) * k,)](
         rx,
         ry,

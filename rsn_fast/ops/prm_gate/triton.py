@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
+from rsn_fast.ops._launch import record, small_tiles
 from rsn_fast.ops.depthwise_conv2d import triton as dw_triton
 from rsn_fast.ops.depthwise_conv2d.triton import round_bf16
 
@@ -268,6 +269,8 @@ def _bn_d_bwd_kernel(
 
 def _blocks(C: int) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_C): pixels per program and channels per inner step."""
+    if small_tiles():  # multi-tile tests under the interpreter (see rsn_fast.ops._launch)
+        return 32, min(8, triton.next_power_of_2(C))
     if triton_interpret():
         return 256, min(32, triton.next_power_of_2(C))
     return 64, min(32, triton.next_power_of_2(C))
@@ -289,7 +292,9 @@ def gate_eval(o1, o2, u, w_folded, shift_d, pw, bnp):
     out = new_like(o1)
     o2 = _o2_2d(o2)
     bp, bc = _blocks(C)
-    _gate_eval_kernel[(triton.cdiv(H * W, bp), N)](
+    grid = (triton.cdiv(H * W, bp), N)
+    record(_gate_eval_kernel, grid, p=(H * W, bp), c_step=(C, bc))
+    _gate_eval_kernel[grid](
         u, w_folded, shift_d, pw, bnp, o1, o2, out, C, H, W, k // 2,
         *u.stride(), *o1.stride(), *o2.stride(), *out.stride(), K=k, ROUND=dw_triton.needs_rounding(o1.dtype), BLOCK_P=bp, BLOCK_C=bc,
     )  # fmt: skip
@@ -303,6 +308,7 @@ def pointwise(z, scale_shift_d, pw):
     tiles = triton.cdiv(H * W, bp)
     p = torch.empty((N, H * W), device=z.device, dtype=torch.float32)
     part = torch.empty((N * tiles, 2), device=z.device, dtype=torch.float32)
+    record(_pointwise_kernel, (tiles, N), p=(H * W, bp), c_step=(C, bc))
     _pointwise_kernel[(tiles, N)](
         z, scale_shift_d, pw, p, part, C, H * W, W, *z.stride(), BLOCK_P=bp, BLOCK_C=bc
     )
@@ -314,7 +320,9 @@ def gate(p, bnp, o1, o2):
     out = new_like(o1)
     o2 = _o2_2d(o2)
     bp, bc = _blocks(C)
-    _gate_kernel[(triton.cdiv(H * W, bp), N, triton.cdiv(C, bc))](
+    grid = (triton.cdiv(H * W, bp), N, triton.cdiv(C, bc))
+    record(_gate_kernel, grid, p=(H * W, bp), c=(C, bc))
+    _gate_kernel[grid](
         p,
         bnp,
         o1,
@@ -343,6 +351,7 @@ def gate_backward(grad, o1, o2, p, bnp4):
     dq = torch.empty((N, H * W), device=o1.device, dtype=torch.float32)
     part = torch.empty((N * tiles, 2), device=o1.device, dtype=torch.float32)
     o2 = _o2_2d(o2)
+    record(_gate_bwd_kernel, (tiles, N), p=(H * W, bp), c_step=(C, bc))
     _gate_bwd_kernel[(tiles, N)](
         grad, o1, o2, p, bnp4, do1, do2, dq, part, C, H * W, W,
         *grad.stride(), *o1.stride(), *o2.stride(), *do1.stride(),
@@ -357,7 +366,9 @@ def bn_d_backward_sums(z, dp, cv, pw):
     bp, bc = _blocks(C)
     tiles = triton.cdiv(H * W, bp)
     part = torch.empty((N * tiles, 3, C), device=z.device, dtype=torch.float32)
-    _bn_d_bwd_kernel[(tiles, N, triton.cdiv(C, bc))](
+    grid = (tiles, N, triton.cdiv(C, bc))
+    record(_bn_d_bwd_kernel, grid, p=(H * W, bp), c=(C, bc))
+    _bn_d_bwd_kernel[grid](
         z,
         dp,
         cv,
@@ -382,7 +393,9 @@ def bn_d_backward(z, dp, cv, pw):
     N, C, H, W = z.shape
     bp, bc = _blocks(C)
     dz = new_like(z)
-    _bn_d_bwd_kernel[(triton.cdiv(H * W, bp), N, triton.cdiv(C, bc))](
+    grid = (triton.cdiv(H * W, bp), N, triton.cdiv(C, bc))
+    record(_bn_d_bwd_kernel, grid, p=(H * W, bp), c=(C, bc))
+    _bn_d_bwd_kernel[grid](
         z,
         dp,
         cv,

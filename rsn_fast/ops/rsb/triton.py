@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from rsn_fast.ops._dispatch import triton_interpret
+from rsn_fast.ops._launch import record, small_tiles
 from rsn_fast.ops.depthwise_conv2d.triton import needs_rounding, round_bf16
 
 
@@ -187,6 +188,8 @@ def _conv_bnact_stats_kernel(
 
 
 def _blocks(c_out: int, c_src: int) -> tuple[int, int, int]:
+    if small_tiles():  # tl.dot's smallest tile, for the multi-tile tests (see rsn_fast.ops._launch)
+        return 16, 16, 16
     block_n = min(128, max(16, triton.next_power_of_2(c_out)))
     block_k = min(64, max(16, triton.next_power_of_2(c_src)))
     return 64, block_n, block_k
@@ -216,6 +219,7 @@ def conv_bnact_stats_forward(
     block_m, block_n, block_k = _blocks(c_out, c_src)
     grid = (triton.cdiv(m, block_m), triton.cdiv(c_out, block_n))
     part = torch.empty((grid[0] if stats else 1, 2, c_out), dtype=torch.float32, device=weight.device)
+    record(_conv_bnact_stats_kernel, grid, m=(m, block_m), n=(c_out, block_n), k_step=(c_src, block_k))
     w_t = weight.permute(2, 3, 1, 0).contiguous()
     xs = list(srcs) + [srcs[0]] * (4 - len(srcs))
     strides = [st for s in xs for st in s.stride()]

@@ -13,10 +13,12 @@ import torch
 import triton
 import triton.language as tl
 
+from rsn_fast.ops._launch import record, small_tiles
 from rsn_fast.ops.depthwise_conv2d.triton import needs_rounding, round_bf16
 from rsn_fast.ops.rsb.reference import channels_last_like
 
-BLOCK_P = 64
+BLOCK_P_GPU = 64
+BLOCK_P_SMALL = 16  # the multi-tile tests' tiles under the interpreter (see rsn_fast.ops._launch)
 
 
 @triton.jit
@@ -219,9 +221,15 @@ def _fmt(t: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if channels_last_like(t) else torch.contiguous_format
 
 
-def _grid(m: int, c: int) -> tuple[tuple[int, int], int]:
-    block_c = min(64, max(16, triton.next_power_of_2(c)))
-    return (triton.cdiv(m, BLOCK_P), triton.cdiv(c, block_c)), block_c
+def _grid(kernel, m: int, c: int) -> tuple[tuple[int, int], int, int]:
+    """(grid, BLOCK_P, BLOCK_C) for m pixels x c channels; the launch is recorded for the tests."""
+    if small_tiles():
+        block_p, block_c = BLOCK_P_SMALL, min(8, triton.next_power_of_2(c))
+    else:
+        block_p, block_c = BLOCK_P_GPU, min(64, max(16, triton.next_power_of_2(c)))
+    grid = (triton.cdiv(m, block_p), triton.cdiv(c, block_c))
+    record(kernel, grid, p=(m, block_p), c=(c, block_c))
+    return grid, block_p, block_c
 
 
 def epilogue_forward(z, scale, shift, r, r_scale, r_shift):
@@ -231,13 +239,13 @@ def epilogue_forward(z, scale, shift, r, r_scale, r_shift):
     r = r.to(z.dtype).contiguous(memory_format=fmt)
     out = torch.empty_like(z, memory_format=fmt)
     n, c, h, w = z.shape
-    grid, bc = _grid(n * h * w, c)
+    grid, bp, bc = _grid(_epilogue_kernel, n * h * w, c)
     has_ra = r_scale is not None
     a, b = scale.float().contiguous(), shift.float().contiguous()
     ra = r_scale.float().contiguous() if has_ra else a
     rb = r_shift.float().contiguous() if has_ra else a
     _epilogue_kernel[grid](z, a, b, r, ra, rb, out, n * h * w, c, h * w, HAS_RA=has_ra, CL=fmt == torch.channels_last,
-                           ROUND=needs_rounding(z.dtype), BLOCK_P=BLOCK_P, BLOCK_C=bc)  # fmt: skip
+                           ROUND=needs_rounding(z.dtype), BLOCK_P=bp, BLOCK_C=bc)  # fmt: skip
     return out
 
 
@@ -249,14 +257,14 @@ def epilogue_backward(grad, out, z, r, scale, r_scale):
     out = out.contiguous(memory_format=fmt)
     grad = grad.to(z.dtype).contiguous(memory_format=fmt)
     n, c, h, w = z.shape
-    grid, bc = _grid(n * h * w, c)
+    grid, bp, bc = _grid(_epilogue_bwd_kernel, n * h * w, c)
     dz, dr = torch.empty_like(z, memory_format=fmt), torch.empty_like(z, memory_format=fmt)
     part = torch.zeros((grid[0], 3, c), dtype=torch.float32, device=z.device)
     has_ra = r_scale is not None
     a = scale.float().contiguous()
     ra = r_scale.float().contiguous() if has_ra else a
     _epilogue_bwd_kernel[grid](grad, out, z, r, a, ra, dz, dr, part, n * h * w, c, h * w, HAS_RA=has_ra,
-                               CL=fmt == torch.channels_last, ROUND=needs_rounding(z.dtype), BLOCK_P=BLOCK_P,
+                               CL=fmt == torch.channels_last, ROUND=needs_rounding(z.dtype), BLOCK_P=bp,
                                BLOCK_C=bc)  # fmt: skip
     return dz, dr, part.sum(0, dtype=torch.float64)
 
@@ -270,12 +278,12 @@ def grad_fold(grad_z, grad_sum, grad_sumsq, z):
     gs = grad_sum.float().contiguous() if grad_sum is not None and grad_sum.numel() else None
     gq = grad_sumsq.float().contiguous() if grad_sumsq is not None and grad_sumsq.numel() else None
     g = torch.empty_like(z, memory_format=fmt)
-    grid, bc = _grid(n * h * w, c)
+    grid, bp, bc = _grid(_grad_fold_kernel, n * h * w, c)
     dummy = z.new_empty((1,), dtype=torch.float32)
     _grad_fold_kernel[grid](gz if gz is not None else z, gs if gs is not None else dummy,
                             gq if gq is not None else dummy, z, g, n * h * w, c, h * w, HAS_GZ=gz is not None,
                             HAS_GS=gs is not None, HAS_GQ=gq is not None, CL=fmt == torch.channels_last,
-                            ROUND=needs_rounding(z.dtype), BLOCK_P=BLOCK_P, BLOCK_C=bc)  # fmt: skip
+                            ROUND=needs_rounding(z.dtype), BLOCK_P=bp, BLOCK_C=bc)  # fmt: skip
     return g
 
 
@@ -287,7 +295,7 @@ def prologue_backward(du, srcs, scale, shift, relu, cat):
     nsrc = len(srcs)
     ds = [torch.empty((n, c_src, h, w), dtype=du.dtype, device=du.device).contiguous(memory_format=fmt)
           for _ in srcs]  # fmt: skip
-    grid, bc = _grid(n * h * w, c_src)
+    grid, bp, bc = _grid(_prologue_bwd_kernel, n * h * w, c_src)
     part = torch.zeros((grid[0], 2 * nsrc, c_src), dtype=torch.float32, device=du.device)
     has_aff = scale is not None
     a = scale.float().contiguous() if has_aff else part
@@ -296,7 +304,7 @@ def prologue_backward(du, srcs, scale, shift, relu, cat):
     dd = ds + [ds[0]] * (4 - nsrc)
     _prologue_bwd_kernel[grid](du, *xs, *[st for x in xs for st in x.stride()], a, b, *dd, part, n * h * w, c_src,
                                h * w, w, NSRC=nsrc, CAT=cat, HAS_AFFINE=has_aff, RELU=relu,
-                               CL=fmt == torch.channels_last, ROUND=needs_rounding(du.dtype), BLOCK_P=BLOCK_P,
+                               CL=fmt == torch.channels_last, ROUND=needs_rounding(du.dtype), BLOCK_P=bp,
                                BLOCK_C=bc)  # fmt: skip
     sums = part.sum(0, dtype=torch.float64).view(nsrc, 2, c_src).transpose(0, 1).reshape(2, nsrc * c_src)
     return ds, sums
@@ -309,14 +317,14 @@ def prologue(srcs, scale, shift, relu, cat, dtype):
     nsrc = len(srcs)
     u = torch.empty((n, nsrc * c_src if cat else c_src, h, w), dtype=dtype, device=srcs[0].device)
     u = u.contiguous(memory_format=fmt)
-    grid, bc = _grid(n * h * w, c_src)
+    grid, bp, bc = _grid(_prologue_kernel, n * h * w, c_src)
     has_aff = scale is not None
     a = scale.float().contiguous() if has_aff else u
     b = shift.float().contiguous() if has_aff else u
     xs = list(srcs) + [srcs[0]] * (4 - nsrc)
     _prologue_kernel[grid](u, *xs, *[st for x in xs for st in x.stride()], a, b, n * h * w, c_src, h * w, w,
                            NSRC=nsrc, CAT=cat, HAS_AFFINE=has_aff, RELU=relu, CL=fmt == torch.channels_last,
-                           ROUND=needs_rounding(dtype), BLOCK_P=BLOCK_P, BLOCK_C=bc)  # fmt: skip
+                           ROUND=needs_rounding(dtype), BLOCK_P=bp, BLOCK_C=bc)  # fmt: skip
     return u
 
 

@@ -144,9 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
-    except Exception:
-        traceback.print_exc()
-        code = 1
+    except Exception as e:
+        # a second signal that landed inside library code (a C++ writer, a loader) can come back wrapped in
+        # that code's own error; it is still the user's "quit now"
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, ImmediateExit):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            code = exit_code_for(cause.signum)
+            print(f"{cause} (rank {info.rank}); checkpoints are written atomically", file=sys.stderr)
+        else:
+            traceback.print_exc()
+            code = 1
     finally:
         if trainer is not None:
             trainer.close()

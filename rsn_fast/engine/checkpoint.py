@@ -125,11 +125,27 @@ def atomic_save(obj: Any, path: str) -> None:
             os.fsync(f.fileno())
         verify_file(tmp)  # a torn write (full disk, NFS hiccup) is caught now, not at resume time
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        interrupt = _interrupt_in_chain(e)
+        if interrupt is not None and interrupt is not e:
+            raise interrupt from None
         raise
     _fsync_dir(folder)
+
+
+def _interrupt_in_chain(exc: BaseException) -> BaseException | None:
+    """The interrupt (a BaseException that is not an Exception: KeyboardInterrupt, a second stop signal) behind
+    ``exc``, if any. A signal handler that raises while torch.save is inside its C++ zip writer comes back as
+    the writer's own RuntimeError ("unexpected pos"), with the interrupt only as its context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if not isinstance(exc, Exception):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def atomic_link(src: str, dst: str) -> None:

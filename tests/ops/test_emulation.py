@@ -156,7 +156,7 @@ ASAN = EMULATION and getattr(_ext.require_extension(), "emulation_asan", lambda:
 
 
 @pytest.mark.skipif(not ASAN, reason="out-of-bounds accesses are caught by the AddressSanitizer emulation build "
-                    "(RSN_FAST_EMULATION_ASAN=1), which CI runs as its own pass")  # fmt: skip
+                    "(RSN_FAST_EMULATION_ASAN=1), which the README test command's emulation pass uses")  # fmt: skip
 def test_out_of_bounds_write_is_caught_by_asan():
     """A kernel that writes one element past its buffer (planted in csrc/emulation/selftest.cu) kills the
     process with AddressSanitizer's report; run in a child so this test session survives."""

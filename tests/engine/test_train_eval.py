@@ -17,48 +17,14 @@ import torch
 
 from rsn_fast.engine import checkpoint as ckpt
 from rsn_fast.engine.run_log import read_jsonl, train_losses
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TRAIN = os.path.join(REPO, "rsn_fast", "train.py")
-TEST = os.path.join(REPO, "rsn_fast", "test.py")
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+from tests.engine.runs import TEST, TORCHRUN, TRAIN, make_tiny
+from tests.engine.runs import env as _env
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
     """A synthetic data set and a tiny-run config; returns the config path."""
-    root = tmp_path_factory.mktemp("engine")
-    data = root / "syn"
-    from rsn_fast.data.synthetic import generate
-
-    generate(str(data), num_train=24, num_val=7, seed=1)
-    cfg = root / "tiny.yaml"
-    cfg.write_text(
-        f"""
-name: tiny
-model: {{input_size: [32, 32]}}
-data:
-  root: {data}
-  train_ann: annotations/person_keypoints_train.json
-  val_ann: annotations/person_keypoints_val.json
-  train_img_dir: images
-  val_img_dir: images
-  dets_file: detections_val.json
-  workers: 0
-  batch_size: 2
-train: {{max_iters: 6, checkpoint_interval: 2, keep_last: 2, log_interval: 1, eval_at_end: false,
-         tensorboard: false}}
-test: {{batch_size: 4}}
-"""
-    )
-    return str(cfg)
-
-
-def _env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RSN_FAST_TEST_")}
-    env.pop("PYTHONPATH", None)  # the entry points must find the package on their own when run as files
-    env.update(OMP_NUM_THREADS="1", **extra)
-    return env
+    return make_tiny(str(tmp_path_factory.mktemp("engine")))
 
 
 def _run(cmd: list[str], env: dict, cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -20,11 +20,44 @@ _HAS_CUDA = False
 _ARCHS: list[str] = []
 _EMULATION = False
 
+ASAN_HINT = (
+    'run Python with ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(g++ -print-file-name=libasan.so) '
+    '$(g++ -print-file-name=libstdc++.so)" (csrc/emulation/README.md), or rebuild without RSN_FAST_EMULATION_ASAN'
+)
+
+
+def _needs_missing_asan_runtime() -> bool:
+    """Whether ``rsn_fast._C`` links AddressSanitizer while this process has no ASan runtime loaded.
+
+    An ASan-linked library loaded into a process whose first library is not libasan aborts the interpreter
+    ("ASan runtime does not come first"), which no ``except`` can catch: look before importing.
+    """
+    import importlib.util
+    import mmap
+
+    try:
+        spec = importlib.util.find_spec("rsn_fast._C")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin or not spec.origin.endswith(".so"):
+        return False
+    try:
+        with open(spec.origin, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            if m.find(b"libasan.so") < 0:  # the DT_NEEDED entry -fsanitize=address adds
+                return False
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return "libasan" not in maps.read()
+    except OSError:
+        return False
+
 
 def load_extension():
     """Import ``rsn_fast._C`` once. Returns (module or None, error message or None)."""
     global _LOADED, _HAS_CUDA, _ARCHS, _EMULATION
     if _LOADED is None:
+        if _needs_missing_asan_runtime():
+            _LOADED = (None, f"ImportError: rsn_fast._C is an AddressSanitizer build; {ASAN_HINT}")
+            return _LOADED
         try:
             import torch  # noqa: F401  (_C links against libc10/libtorch, which torch's import loads)
 
@@ -47,7 +80,8 @@ def require_extension():
     """The loaded extension, or a RuntimeError that explains how to build it."""
     mod, err = load_extension()
     if mod is None:
-        raise RuntimeError(f"rsn_fast._C is not available ({err}); {BUILD_HINT}")
+        hint = "" if "AddressSanitizer" in (err or "") else f"; {BUILD_HINT}"
+        raise RuntimeError(f"rsn_fast._C is not available ({err}){hint}")
     return mod
 
 

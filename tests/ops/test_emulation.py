@@ -170,6 +170,27 @@ def test_out_of_bounds_write_is_caught_by_asan():
     assert "heap-buffer-overflow" in r.stderr and "out_of_bounds_kernel" in r.stderr, r.stderr[-2000:]
 
 
+@pytest.mark.skipif(not ASAN, reason="needs the AddressSanitizer emulation build (RSN_FAST_EMULATION_ASAN=1)")
+def test_asan_build_without_preload_gives_a_clear_error():
+    """Without libasan preloaded, importing the ASan build would abort the interpreter ("ASan runtime does not
+    come first"): the loader refuses first and says how to run it, and the process lives on."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    code = (
+        "from rsn_fast import _ext\n"
+        "try:\n    _ext.require_extension()\nexcept RuntimeError as e:\n    print('REFUSED', e)\n"
+        "print('ALIVE')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "REFUSED" in r.stdout and "LD_PRELOAD" in r.stdout and "ALIVE" in r.stdout, (
+        r.stdout + r.stderr[-2000:]
+    )
+
+
 # Grid dimensions each kernel tiles (the others are 1 by design: flat grid-stride kernels use only x).
 TILED_DIMS = {
     "dw_conv_nchw_kernel": 3, "dw_conv_nhwc_kernel": 3, "dw_wgrad_nchw_kernel": 2, "pointwise_kernel": 2,

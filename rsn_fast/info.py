@@ -40,6 +40,23 @@ def versions() -> dict[str, Any]:
         "numpy": _version("numpy"),
         "opencv": _version("cv2"),
         "pycocotools": "installed" if _version("pycocotools", "__file__") else None,
+        "onnx": _version("onnx"),
+        "onnxscript": _version("onnxscript"),
+        "onnxruntime": _version("onnxruntime"),
+    }
+
+
+def export_info() -> dict[str, Any]:
+    """What export does with our ops (rsn_fast/ops/_export.py) and which ONNX formats this install can write."""
+    onnxscript = _version("onnxscript") is not None
+    return {
+        "mode": "under torch.export / torch.onnx.export / torch.jit.trace every rsn_fast op runs its pure-torch "
+        "reference (standard operators: the depthwise op becomes a grouped Conv)",
+        "formats": ["onnx", "torchscript", "exported-program"],
+        "onnx_exporter": "dynamo (the default; onnxscript installed)"
+        if onnxscript
+        else "--exporter torchscript only (the default dynamo exporter needs onnxscript)",
+        "onnx_parity_check": "onnxruntime" if _version("onnxruntime") is not None else None,
     }
 
 
@@ -136,6 +153,7 @@ def collect() -> dict[str, Any]:
         "versions": versions(),
         "gpus": gpus(),
         "extension": extension(),
+        "export": export_info(),
         **backend_choices(),
     }
 
@@ -163,6 +181,12 @@ def format_report(info: dict[str, Any]) -> str:
     else:
         lines.append(f"  built: no ({ext['error']})")
         lines.append(f"  {ext['hint']}")
+    exp = info["export"]
+    lines += ["", "Export (python -m rsn_fast.tools.export):", f"  {exp['mode']}"]
+    lines.append(f"  formats: {', '.join(exp['formats'])}; ONNX exporter here: {exp['onnx_exporter']}")
+    lines.append(
+        f"  onnxruntime parity check: {exp['onnx_parity_check'] or 'not installed (pip install onnxruntime)'}"
+    )
     lines += ["", "Op backends (example inputs; first usable in the op's order):"]
     if info["RSN_FAST_BACKEND"]:
         lines.append(f"  RSN_FAST_BACKEND={info['RSN_FAST_BACKEND']} forces that backend")

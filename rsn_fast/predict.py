@@ -311,8 +311,11 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
             buf.clear()
 
+        last_frame = -1
         try:
             for frame_idx, img in _frames(src):
+                if frame_idx is not None:
+                    last_frame = frame_idx
                 # with a box file, an image/frame without entries has nobody to estimate; without one, the
                 # whole image is the box
                 boxes = src.boxes.get(frame_idx, []) if args.boxes else None
@@ -326,6 +329,15 @@ def run(args: argparse.Namespace) -> int:
                     flush()
             if buf:
                 flush()
+            if src.kind == "video" and args.boxes:
+                unused = sorted(f for f in src.boxes if f is not None and f > last_frame)
+                if unused:
+                    n = sum(len(src.boxes[f]) for f in unused)
+                    bar.write(
+                        f"warning: {src.path}: {n} box(es) for frame(s) {unused[0]}..{unused[-1]} past the "
+                        f"video's last frame {last_frame} were not used (a box file for another video?)",
+                        file=sys.stderr,
+                    )
         except OSError as e:
             ok = False
             skipped.append((src.path, str(e)))

@@ -33,3 +33,8 @@ def test_cli_json_and_text():
     assert "bn_add_relu" in data["ops"]
     text = info.format_report(data)
     assert "Compiled extension rsn_fast._C" in text and "bn_add_relu [cpu]" in text
+    # export mode: what export does with the custom ops, and what this install can check
+    assert "runs its pure-torch reference" in text and "grouped Conv" in text
+    assert data["export"]["formats"] == ["onnx", "torchscript", "exported-program"]
+    want = "onnxruntime" if data["versions"]["onnxruntime"] else None
+    assert data["export"]["onnx_parity_check"] == want

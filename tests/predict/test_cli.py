@@ -142,3 +142,17 @@ def test_bad_config_checkpoint_and_inputs(tiny_set, inputs, tmp_path, capsys):
     assert _run([tmp_path / "nothing_here"], tiny_set, out) == 2
     assert "no readable input" in capsys.readouterr().err
     assert json.loads((out / "keypoints.json").read_text()) == ["earlier run"]
+
+
+def test_video_boxes_past_the_last_frame_are_reported(tiny_set, inputs, tmp_path, capsys):
+    """A box file for a longer video: the boxes of frames the video does not have are named, not dropped
+    silently; the frames it has are estimated with their boxes."""
+    _, clip = inputs  # 3 frames
+    box_file = tmp_path / "dets.json"
+    dets = [{"image_id": f, "bbox": [10, 10, 60, 70], "score": 0.9} for f in (0, 2, 5, 7)]
+    box_file.write_text(json.dumps(dets))
+    out = tmp_path / "out"
+    assert _run([clip, "--boxes", box_file], tiny_set, out) == 0
+    err = capsys.readouterr().err
+    assert [r["frame"] for r in json.load(open(out / "keypoints.json"))] == [0, 2]
+    assert f"{clip}: 2 box(es) for frame(s) 5..7 past the video's last frame 2 were not used" in err

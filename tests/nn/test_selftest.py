@@ -110,3 +110,17 @@ def test_self_check_hook_runs_once_per_model_and_device_and_only_where_asked(fus
     assert len(logs) == 1 and "checks passed in" in logs[0]
     plain = build_model(load_config("configs/demo_synthetic.yaml", ["model.fused=off"]))
     assert selftest.self_check(plain, cfg, "cpu", device_types=("cpu",)) is None
+
+
+def test_check_covers_the_folded_eval_path(monkeypatch, fused_model):
+    """Eval runs BN folded into the conv (another code path than training): a folding bias 1% off, which
+    training never uses, fails the RSB check, named as the eval output."""
+    from rsn_fast.nn import rsb as rsb_mod
+
+    _, model = fused_model
+    block = next(m for m in model.modules() if isinstance(m, FusedRSB))
+    assert selftest.check_rsb_module(block, "reference", "cpu", torch.float32).passed
+    right = rsb_mod.fold_bn
+    monkeypatch.setattr(rsb_mod, "fold_bn", lambda *a: (right(*a)[0], right(*a)[1] * 1.01))
+    r = selftest.check_rsb_module(block, "reference", "cpu", torch.float32)
+    assert not r.passed and r.worst == "eval out", r

@@ -126,9 +126,9 @@ def prepare(
                 f"the run folder {run_dir} already holds a run of its own ({_listing(found)}), and --resume "
                 f"names a checkpoint outside it ({resume}): continuing that checkpoint here would mix the two "
                 "runs' logs and overwrite or delete this folder's checkpoints; nothing was changed.\n"
-                f"  continue this folder's run:         {command_line(argv, add='--resume auto')}\n"
-                f"  continue {resume} elsewhere:  the same command with --work-dir of an empty folder\n"
-                f"  start this folder over from it:     "
+                f"  continue this folder's run:      {command_line(argv, add='--resume auto')}\n"
+                "  continue that checkpoint's run:  the same command with --work-dir of an empty folder\n"
+                f"  start this folder over from it:  "
                 f"{command_line(argv, add=f'--resume {path} --overwrite')}   (moves this folder aside; "
                 "'--overwrite delete' deletes it)"
             )

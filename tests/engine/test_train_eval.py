@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def test_resume_restores_the_checkpoint_state(tiny, interrupted, tmp_path):
     """Right after the resume, the trainer holds exactly the checkpoint's state: weights, BN buffers, optimizer,
     schedule, scaler, iteration, counters and the process's RNG streams (in-process, on a copy of the run)."""
     from rsn_fast.config import load_config
-    from rsn_fast.engine.trainer import Trainer
+    from rsn_fast.engine.trainer import Trainer, seed_everything
 
     cut = _copy(interrupted[1], tmp_path / "cut")
     path = os.path.join(cut, ckpt.CKPT_DIR, "iter_00000002.pth")
@@ -124,6 +125,14 @@ def test_resume_restores_the_checkpoint_state(tiny, interrupted, tmp_path):
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {2}
     assert {int(v) for k, v in state["model"].items() if k.endswith("num_batches_tracked")} == {2}
     saved_rng = ckpt.get_rng_state()
+    # Training draws nothing from the process's own streams (samples are seeded by (seed, epoch, index)), so the
+    # saved ones equal a fresh seeding; the file gets advanced ones, which only a restore can bring back.
+    ckpt.set_rng_state(state["rng"][0])
+    random.random(), np.random.rand(), torch.rand(1)
+    state["rng"][0] = ckpt.get_rng_state()
+    seed_everything(0 + 1)  # what the trainer seeds rank 0 with before it loads the checkpoint
+    assert not torch.equal(ckpt.get_rng_state()["torch"], state["rng"][0]["torch"])
+    ckpt.atomic_save(state, path)
     trainer = Trainer(load_config(tiny), cut, resume="auto", progress=False)
     try:
         resumed_rng = ckpt.get_rng_state()  # before anything else in this process draws from it

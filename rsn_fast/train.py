@@ -11,7 +11,9 @@ Options:
                         (``--max-restarts``) resumes automatically.
   --overwrite [move|delete]  start over in a run folder that holds a previous run: move it aside to
                         ``<folder>.old-<time>`` (default) or delete it. Without --resume or --overwrite such a
-                        folder is refused before anything is touched.
+                        folder is refused before anything is touched. ``--resume PATH`` with a checkpoint outside
+                        the run folder (another run's) into a folder that holds a run of its own is refused too,
+                        unless --overwrite is given (the folder's run is moved aside, then PATH continues there).
   --work-dir DIR        the run folder (default: <train.work_dir>/<config name>)
   --device auto|cpu|cuda
 
@@ -54,8 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if args.resume and args.overwrite:
-        p.error("--resume and --overwrite exclude each other")
+    if args.resume == "auto" and args.overwrite:
+        p.error(
+            "--resume auto and --overwrite exclude each other"
+        )  # a PATH outside the run folder may take both
     return args
 
 
@@ -94,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     run_dir = run_dir_for(cfg, args.work_dir, args.config)
     resume = args.resume
-    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if resume is None and restarted:
         resume = "auto"  # torchrun restarted the job after a failure: continue from the last checkpoint
     # Rank 0 alone looks at (and may move) the folder; every rank gets its verdict.
     verdict: tuple[int, str] = (0, "")
     if info.is_main:
         try:
-            verdict = (0, prepare(run_dir, resume, args.overwrite, argv))
+            verdict = (0, prepare(run_dir, resume, args.overwrite, argv, restarted))
         except RunFolderError as e:
             verdict = (2, str(e))
     code, note = broadcast_object(verdict)

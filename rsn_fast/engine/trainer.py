@@ -2,8 +2,10 @@
 
 Exact resume: the data order is a function of (seed, epoch) and each sample's augmentation of (seed, epoch,
 index) (:mod:`rsn_fast.engine.sampling`); a checkpoint stores model, optimizer, scheduler, GradScaler, the
-iteration (from which the epoch and the batch offset inside it follow) and every rank's RNG states. So a run
-that stops and resumes logs the same losses as one that does not. On resume, log.jsonl and TensorBoard continue
+iteration (from which the epoch and the batch offset inside it follow), the seed and every rank's RNG states. So
+a run that stops and resumes logs the same losses as one that does not. The seed of a resumed run is the
+checkpoint's: a config (or ``--opt train.seed=...``) that names another one is overridden with a warning, since
+the rest of the epoch's order and augmentation follow from it. On resume, log.jsonl and TensorBoard continue
 from the checkpoint's iteration (the interrupted attempt's later rows are set aside, not duplicated).
 
 Stopping: SIGINT/SIGTERM finish the current iteration, all ranks agree (:mod:`rsn_fast.engine.interrupts`), a
@@ -16,6 +18,7 @@ Test hooks (environment variables, used by tests/engine):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -137,6 +140,27 @@ def build_criterion(cfg: Config, num_stages: int) -> torch.nn.Module:
     return RSNLoss(num_stages, levels, masking=cfg.data.loss_masking, topk=cfg.train.ohkm_topk)
 
 
+def checkpoint_seed(state: dict) -> int | None:
+    """The ``train.seed`` a checkpoint was trained with (None if it does not say)."""
+    seed = state.get("seed")
+    if seed is None:
+        seed = ((state.get("config") or {}).get("train") or {}).get("seed")
+    return None if seed is None else int(seed)
+
+
+def _with_checkpoint_seed(cfg: Config, state: dict) -> tuple[Config, str]:
+    """``cfg`` with the checkpoint's seed (the data order and augmentation of the rest of the run follow from
+    it), and a warning when the config named another one ("" otherwise)."""
+    seed = checkpoint_seed(state)
+    if seed is None or seed == cfg.train.seed:
+        return cfg, ""
+    note = (
+        f"warning: train.seed {cfg.train.seed} of this config differs from the checkpoint's {seed}: resuming "
+        f"with {seed}, so the data order and augmentation continue the run (a new run takes another seed)"
+    )
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)), note
+
+
 def _env_int(name: str) -> int | None:
     v = os.environ.get(name)
     return int(v) if v not in (None, "") else None
@@ -154,9 +178,19 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, run_dir: str, resume: str | None = None, progress: bool = True):
-        self.cfg = cfg
         self.run_dir = run_dir
         self.info = info = get_info()
+        warnings: list[str] = []
+        if resume == "auto":
+            resume, skipped = ckpt.find_resumable(run_dir)
+            warnings = [f"warning: skipping unreadable checkpoint {e}" for e in skipped]
+        state = None
+        if resume:
+            state = ckpt.read_checkpoint(resume)  # names the file and the reason if it cannot be used
+            cfg, note = _with_checkpoint_seed(cfg, state)
+            if note:
+                warnings.append(note)
+        self.cfg = cfg
         tc = cfg.train
         seed_everything(tc.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
         from rsn_fast.data import build_dataset
@@ -179,12 +213,8 @@ class Trainer:
         self.checkpoints_written: list[int] = []  # iterations checkpointed by this run (retention order)
         self.last_checkpoint: str | None = None
         seed_everything(tc.seed + 1000 * info.rank + 1)  # distinct per-rank streams from here on
-        warnings: list[str] = []
-        if resume == "auto":
-            resume, skipped = ckpt.find_resumable(run_dir)
-            warnings = [f"warning: skipping unreadable checkpoint {e}" for e in skipped]
         if resume:
-            self._load(resume)
+            self._load(resume, state)
             self.last_checkpoint = resume
         moved = continue_log(run_dir, self.iteration) if info.is_main else 0
         self.log = RunLogger(
@@ -223,6 +253,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
+            "seed": self.cfg.train.seed,
             "epoch": self.iteration // self.iters_per_epoch,
             "iters_per_epoch": self.iters_per_epoch,
             "world_size": self.info.world_size,
@@ -248,8 +279,9 @@ class Trainer:
             self.last_checkpoint = os.path.join(self.run_dir, ckpt.CKPT_DIR, f"iter_{self.iteration:08d}.pth")
         barrier()  # nobody runs ahead (or dies) while rank 0 is still writing
 
-    def _load(self, path: str) -> None:
-        state = ckpt.read_checkpoint(path)  # names the file and the reason if it cannot be used
+    def _load(self, path: str, state: dict | None = None) -> None:
+        if state is None:
+            state = ckpt.read_checkpoint(path)  # names the file and the reason if it cannot be used
         ckpt.check_fits(self.plain, state, path, self.cfg)
         self.plain.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

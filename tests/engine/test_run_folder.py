@@ -153,3 +153,57 @@ def test_nonfinite_loss_before_any_checkpoint_does_not_point_at_a_missing_folder
     assert p.returncode == 3
     assert "non-finite loss" in p.stderr and "No checkpoint was written yet" in p.stderr
     assert ckpt.CKPT_DIR not in p.stderr and not os.path.exists(os.path.join(run, ckpt.CKPT_DIR))
+
+
+def test_resume_from_another_runs_checkpoint_into_a_folder_with_its_own(finished, tmp_path):
+    """--resume PATH outside the run folder, into a folder that holds a run of its own: refused, naming both,
+    nothing touched; with --overwrite the folder's run is moved aside intact and PATH continues there."""
+    cfg, other = finished
+    theirs = os.path.join(other, ckpt.CKPT_DIR, "iter_00000004.pth")
+    run = _copy(finished, tmp_path)  # a run of its own: checkpoints 4 and 6, log rows 1..6
+    before, before_other = snapshot(run), snapshot(other)
+    p = train(cfg, run, "--resume", theirs)
+    assert p.returncode == 2, p.stderr
+    assert f"the run folder {run} already holds a run of its own" in p.stderr
+    assert f"names a checkpoint outside it ({theirs})" in p.stderr and "iter_00000006.pth" in p.stderr
+    assert "--resume auto" in p.stderr and f"--resume {theirs} --overwrite" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert snapshot(run) == before
+    p = train(cfg, run, "--resume", theirs, "--overwrite", "--opt", "train.max_iters=5")
+    ok(p)
+    (old,) = glob.glob(run + ".old-*")
+    assert snapshot(old) == before and snapshot(other) == before_other
+    assert f"resumed from {theirs} at iteration 4" in p.stdout
+    assert [i for i, _ in ckpt.iter_checkpoints(run)] == [5] and _iters(run) == [5]
+
+
+def test_prepare_for_a_checkpoint_inside_or_outside_the_run_folder(tmp_path):
+    from rsn_fast.train import parse_args
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    for d in (run, other):
+        (d / ckpt.CKPT_DIR).mkdir(parents=True)
+        (d / ckpt.CKPT_DIR / "iter_00000002.pth").write_bytes(b"x")
+    own, theirs = (
+        str(run / ckpt.CKPT_DIR / "iter_00000002.pth"),
+        str(other / ckpt.CKPT_DIR / "iter_00000002.pth"),
+    )
+    before = snapshot(str(run))
+    assert prepare(str(run), own, None, []) == ""  # its own checkpoint, by path (a relative one too)
+    assert prepare(str(run), os.path.relpath(own), None, []) == ""
+    with pytest.raises(RunFolderError, match="outside it"):
+        prepare(str(run), theirs, None, [])
+    with pytest.raises(RunFolderError, match="would move away the checkpoint"):
+        prepare(str(run), own, "move", [])
+    assert (
+        prepare(str(run), theirs, None, [], restarted=True) == ""
+    )  # a torchrun restart: this job's own files
+    assert (
+        prepare(str(tmp_path / "new"), theirs, None, []) == ""
+    )  # an empty folder may start from any checkpoint
+    assert snapshot(str(run)) == before
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "c", "--resume", "--overwrite"])  # auto and --overwrite contradict each other
+    assert parse_args(["--config", "c", "--resume", theirs, "--overwrite"]).overwrite == "move"
+    assert "deleted" in prepare(str(run), theirs, "delete", [])
+    assert not run.exists() and os.path.isfile(theirs)

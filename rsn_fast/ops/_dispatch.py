@@ -60,7 +60,8 @@ def cuda_reasons(tensors: Sequence[torch.Tensor], op_name: str | None = None) ->
         reasons.append(f"rsn_fast._C is not built ({_ext.load_extension()[1]}); {_ext.BUILD_HINT}")
     elif not _ext.extension_has_cuda():
         reasons.append(
-            "rsn_fast._C was built without CUDA (RSN_FAST_SKIP_CUDA_BUILD or no nvcc at build time)"
+            "rsn_fast._C was built without CUDA (at build time: RSN_FAST_SKIP_CUDA_BUILD, a CPU build of torch, "
+            "or no CUDA toolkit; setup.py printed which)"
         )
     elif op_name is not None and not hasattr(torch.ops.rsn_fast, op_name):
         reasons.append(f"rsn_fast._C has no op {op_name}")

@@ -118,3 +118,16 @@ def assert_max_within_torch_error(
     assert err <= tol, (
         f"{name}: max error {err:.3g} > {tol:.3g} (torch's own {err_torch:.3g}, scale {scale:.3g})"
     )
+
+
+def reduction_ulps(
+    n_terms: int, out_dtype: torch.dtype, compute: torch.dtype | None = None, acc: torch.dtype = torch.float32
+) -> float:
+    """``ulps`` (units of u_out) for assert_max_within_torch_error when each output element is a sum of up to
+    ``n_terms`` terms accumulated in ``acc`` (a chain of sums counts their lengths added: gamma_a + gamma_b <=
+    gamma_(a+b)), each term computed in ``compute`` (default out_dtype; fp16/bf16 for float32 results of
+    low-precision math, whose terms carry that dtype's roundings): 4 units of the compute dtype (two ulps: the
+    kernel's and the reference's rounding) + n u_acc (gamma_n's first-order term, Higham eq. 3.5), both at the
+    tensor's scale; cancellation below that scale is what the 2x-torch term covers (torch sums in fp32 too)."""
+    u_c = UNIT_ROUNDOFF[compute or out_dtype]
+    return (4.0 * u_c + n_terms * UNIT_ROUNDOFF[acc]) / UNIT_ROUNDOFF[out_dtype]

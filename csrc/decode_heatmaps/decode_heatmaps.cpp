@@ -485,6 +485,15 @@ std::tuple<at::Tensor, at::Tensor> decode_heatmaps_cuda(const at::Tensor& heatma
   prm.ksize = static_cast<int>(blur_kernel);
   prm.in_w = input_w;
   prm.in_h = input_h;
+  size_t needed = 0, limit = 0;
+  const cudaError_t qe = decode_heatmaps_shared_memory(prm, dt, &needed, &limit);
+  TORCH_CHECK(qe == cudaSuccess, kOp, ": CUDA device query failed: ", cuda_error_string(qe));
+  TORCH_CHECK_VALUE(needed <= limit, kOp, ": a ", prm.h, "x", prm.w, " ", st, " heatmap (mode '", mode,
+                    "', blur_kernel ", blur_kernel, ") needs ", needed,
+                    " bytes of shared memory per block (one map's blur rows in the compute type), more than this "
+                    "GPU's per-block maximum of ", limit,
+                    " bytes (the opt-in limit; 96 KiB on sm_70). Decode maps this large with backend='cpp' "
+                    "(or 'reference'), or pass float32 instead of float64 heatmaps, or smaller maps.");
   const cudaError_t err = launch_decode_heatmaps(
       p.hm.const_data_ptr(), p.fl.defined() ? p.fl.const_data_ptr() : nullptr,
       p.perm.defined() ? p.perm.const_data_ptr<int64_t>() : nullptr, p.centers.const_data_ptr(),

@@ -270,14 +270,33 @@ __global__ void decode_kernel(const scalar_t* __restrict__ heatmaps,  // (N, K, 
   }
 }
 
+GridPlan plan_for(const DecodeParams& p) {
+  const int64_t r = p.ksize / 2;
+  return p.mode == kModeRsn ? make_grid_plan(p.h, p.w, r, kRsnBorder, false)
+                            : make_grid_plan(p.h, p.w, r, (p.ksize - 1) / 2, true);
+}
+
+// Dynamic shared memory of one block: the blur rows of the map's grid plus r halo rows, in acc_t.
+template <typename acc_t>
+size_t dynamic_smem(const DecodeParams& p, const GridPlan& plan) {
+  const int64_t r = p.ksize / 2;
+  return p.mode == kModeStandard ? 0 : sizeof(acc_t) * ((plan.r1 - plan.r0) + 2 * r) * (plan.c1 - plan.c0);
+}
+
+template <typename scalar_t, typename acc_t>
+cudaError_t shared_typed(const DecodeParams& p, size_t* needed) {
+  cudaFuncAttributes attr{};
+  const cudaError_t ae = cudaFuncGetAttributes(&attr, decode_kernel<scalar_t, acc_t>);
+  if (ae != cudaSuccess) return ae;
+  *needed = dynamic_smem<acc_t>(p, plan_for(p)) + attr.sharedSizeBytes;
+  return cudaSuccess;
+}
+
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_typed(const void* hm, const void* fl, const int64_t* perm, const void* centers, const void* boxes,
                          void* coords, void* scores, const DecodeParams& p, cudaStream_t stream) {
-  const int64_t r = p.ksize / 2;
-  const GridPlan plan = p.mode == kModeRsn ? make_grid_plan(p.h, p.w, r, kRsnBorder, false)
-                                           : make_grid_plan(p.h, p.w, r, (p.ksize - 1) / 2, true);
-  const size_t smem =
-      p.mode == kModeStandard ? 0 : sizeof(acc_t) * ((plan.r1 - plan.r0) + 2 * r) * (plan.c1 - plan.c0);
+  const GridPlan plan = plan_for(p);
+  const size_t smem = dynamic_smem<acc_t>(p, plan);
   auto kernel = decode_kernel<scalar_t, acc_t>;
   // The 48 KiB default limit is on static + dynamic shared memory (g and red are static): beyond it the launch
   // needs the opt-in attribute, even when the dynamic part alone is under 48 KiB (found by csrc/emulation).
@@ -297,6 +316,25 @@ cudaError_t launch_typed(const void* hm, const void* fl, const int64_t* perm, co
 }
 
 }  // namespace
+
+cudaError_t decode_heatmaps_shared_memory(const DecodeParams& p, DecodeDType dtype, size_t* needed, size_t* limit) {
+  int dev = 0, optin = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e != cudaSuccess) return e;
+  *limit = static_cast<size_t>(optin);
+  switch (dtype) {
+    case DecodeDType::kFloat64:
+      return shared_typed<double, double>(p, needed);
+    case DecodeDType::kFloat32:
+      return shared_typed<float, float>(p, needed);
+    case DecodeDType::kFloat16:
+      return shared_typed<__half, float>(p, needed);
+    case DecodeDType::kBFloat16:
+      return shared_typed<__nv_bfloat16, float>(p, needed);
+  }
+  return cudaErrorInvalidValue;
+}
 
 cudaError_t launch_decode_heatmaps(const void* heatmaps, const void* flipped, const int64_t* flip_perm,
                                    const void* centers, const void* box_sizes, void* coords, void* scores,

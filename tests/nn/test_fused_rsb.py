@@ -18,7 +18,7 @@ from rsn_fast.nn.prm import ConvModule
 from rsn_fast.ops._dispatch import cuda_reasons
 from tests.backends import CUDA_DEVICE
 from tests.conftest import TRITON_INTERPRET
-from tests.tolerances import UNIT_ROUNDOFF, assert_within_torch_error
+from tests.tolerances import UNIT_ROUNDOFF, assert_max_within_torch_error, assert_within_torch_error
 
 # (in, out, stride) of every distinct RSB of RSN-18 and RSN-50 (spec 5)
 SHAPES = [
@@ -252,8 +252,12 @@ def test_low_precision(backend, dtype):
     for n, e in exact.items():
         scale = e.norm().clamp_min(1e-30)
         worst = max(ens, key=lambda r: ((r[n] - e).norm() / scale).item())[n]
+        worst_max = max(ens, key=lambda r: (r[n] - e).abs().max().item())[n]
         try:
             assert_within_torch_error(got[n], e.to(dtype), worst, n)
+            # per element, 4 units of dtype at the tensor's scale (the fp32 sums' gamma_n, n < 2000 terms along
+            # any chain of this block, is below 1/4 ulp of fp16/bf16); baseline: the worst member per element
+            assert_max_within_torch_error(got[n], e, worst_max, f"{n} (max)")
         except AssertionError as err:
             failures.append(str(err))
     assert not failures, "\n".join(failures)

@@ -12,7 +12,7 @@ from rsn_fast.ops import BackendError
 from rsn_fast.ops.depthwise_conv2d import DISPATCHER, depthwise_conv2d
 from tests.backends import CUDA_DEVICE, EMULATION, needs_cuda_backend
 from tests.conftest import TRITON_INTERPRET
-from tests.tolerances import assert_within_torch_error
+from tests.tolerances import assert_sum_bound, assert_within_torch_error
 
 GPU = torch.cuda.is_available()
 GPU_TRITON = GPU and torch.cuda.get_device_capability()[0] >= 8
@@ -43,6 +43,9 @@ LARGE = [
     ((3, 26, 96, 72), 3, False),
     ((2, 24, 63, 47), 31, True),
 ]
+# the emulated CUDA backend (CPU tensors): >= 2 of its 16 x 32 conv and weight-gradient tiles along H and W, with
+# partial last ones (SMALL's 15 x 13 is one tile: a dropped H-tile offset of the weight gradient passed)
+EMULATED = [((2, 5, 19, 35), 5, True)]
 LARGE_EXTRA = [((2, 32, 64, 48), 13, True), ((1, 17, 16, 16), 7, False), ((1, 256, 64, 48), 9, False)]
 
 
@@ -122,13 +125,25 @@ def _check_against_reference(backend, device, shape, k, bias, dtype, channels_la
     assert_within_torch_error(y, y64, y_t, "y")
     for name, a, r, t in zip(["dx", "dweight", "dbias"], grads, grads64, grads_t):
         assert_within_torch_error(a, r, t, name)
+    # per element: the rounding bound of a sum of n fp32-accumulated terms (tests.tolerances.assert_sum_bound),
+    # with sum|terms| from the same float64 math on |inputs|: y and dx sum the k*k taps (+ the bias), dweight and
+    # dbias the N*H*W pixels
+    abs64 = [t.detach().double().abs().requires_grad_() for t in leaves]
+    ya = F.conv2d(abs64[0], abs64[1], abs64[2] if bias else None, padding=k // 2, groups=shape[1])
+    grads_a = torch.autograd.grad(ya, abs64, g64.abs())
+    N, _, H, W = shape
+    for name, a, r, s, n in zip(
+        ["y", "dx", "dweight", "dbias"], [y, *grads], [y64, *grads64], [ya, *grads_a],
+        [k * k + bias, k * k, N * H * W, N * H * W],
+    ):  # fmt: skip
+        assert_sum_bound(a, r, s, n, f"{name} (per element)")
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_matches_reference(backend, device, dtype, channels_last):
-    shapes = SMALL[:1] if device == "cpu" else LARGE
+    shapes = LARGE if device != "cpu" else EMULATED if backend == "cuda" else SMALL[:1]
     for shape, k, bias in shapes:
         _check_against_reference(backend, device, shape, k, bias, dtype, channels_last)
 

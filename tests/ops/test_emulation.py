@@ -61,12 +61,17 @@ def test_decode_static_plus_dynamic_shared_memory_over_48k(mode):
 
 
 def test_decode_over_the_opt_in_maximum_fails_clearly():
-    """A map whose blur rows exceed even the 96 KiB opt-in maximum fails with an error, not a bad launch."""
+    """A map whose blur rows exceed even the 96 KiB opt-in maximum fails before the launch, with an error naming
+    the op, the map, the bytes it needs, the device's limit and what to do (not "invalid argument")."""
     hm = _maps((1, 1, 200, 160), 4, torch.float64).abs()
+    clear_emulated_launches()
     with pytest.raises(
-        RuntimeError, match="rsn_fast::decode_heatmaps: CUDA kernel launch failed: invalid argument"
+        ValueError,
+        match=r"rsn_fast::decode_heatmaps: a 200x160 Double heatmap \(mode 'dark', blur_kernel 11\) needs "
+        r"2\d{5} bytes of shared memory per block .* maximum of 98304 bytes .*backend='cpp'",
     ):
         _decode(hm, "cuda")
+    assert not [r for r in emulated_launches() if "decode_heatmaps" in r["file"]]
 
 
 def _prm_inputs(shape, seed, channels_last):
@@ -198,6 +203,61 @@ TILED_DIMS = {
 }  # fmt: skip
 
 
+def _cu_constants(path: str, *names: str) -> list[int]:
+    """Integer constants of a kernel source (``constexpr int kName = 32``), so the tile model below follows it."""
+    import re
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[2] / path).read_text()
+    return [int(re.search(rf"\b{n}\s*=\s*(\d+)", src).group(1)) for n in names]
+
+
+def _tiles(size: int, tile: int) -> tuple[int, int]:
+    return -(-size // tile), size % tile
+
+
+# The small cases' depthwise convolutions, (N, C, H_out, W_out, stats): the PRM gate's forward (with its channel
+# statistics) and input gradient, and the plain depthwise call of _run_all_kernels (5x5, padding 2) and its
+# input gradient.
+_DW_CASES = [(2, 33, 17, 33, True), (2, 33, 17, 33, False), (2, 40, 19, 35, False)]
+
+
+def _assert_depthwise_tiles(launches, channels_last):
+    """H and W are tiled inside folded or looped dimensions that the grid check cannot see: the NHWC conv folds
+    N and H row blocks (8 rows with statistics) into grid.x; the weight gradient loops over (n, H tile, W tile)
+    items inside each of its (C, chunk) blocks. From the launcher's own constants (depthwise_conv2d_cuda.cu),
+    each case must have >= 2 tiles with a partial last one along H, W (and C in NHWC), and every recorded
+    launch's grid must be one this model predicts (so the model cannot drift from the launcher)."""
+    cu = "csrc/depthwise_conv2d/depthwise_conv2d_cuda.cu"
+    tile_w, tile_h, strip, wg_h, wg_w = _cu_constants(
+        cu, "kTileW", "kTileH", "kStrip", "kWgTileH", "kWgTileW"
+    )
+    stats_rows = 8  # nhwc_rows_per_block(true)
+    conv, wgrad = set(), set()
+    for n, c, h, w, stats in _DW_CASES:
+        if channels_last:
+            rows = stats_rows if stats else 1
+            dims = {"H": _tiles(h, rows), "W": _tiles(w, 8 * strip), "C": _tiles(c, 32)}
+            conv.add((n * dims["H"][0], dims["C"][0], dims["W"][0]))
+        else:
+            dims = {"H": _tiles(h, tile_h), "W": _tiles(w, tile_w)}
+            conv.add((n * c, dims["H"][0], dims["W"][0]))
+        if not stats:  # the weight gradient's (n, tile) items (NCHW; the NHWC path converts first)
+            dims["wgrad H"], dims["wgrad W"] = _tiles(h, wg_h), _tiles(w, wg_w)
+            items = n * dims["wgrad H"][0] * dims["wgrad W"][0]
+            wgrad.add((c, min(-(-4 * 80 // c), items)))  # depthwise_conv2d_wgrad_chunks on 80 SMs
+        for dim, (count, rest) in dims.items():
+            if dim == "H" and channels_last and not stats:
+                continue  # one row per block: every row is its own full tile
+            assert count >= 2 and rest, (n, c, h, w, stats, dim, count, rest)
+    kernel = "dw_conv_nhwc_kernel" if channels_last else "dw_conv_nchw_kernel"
+    for r in launches:
+        name = r["kernel"].split("<")[0]
+        if name in (kernel, "dw_wgrad_nchw_kernel"):
+            want = conv if name == kernel else wgrad
+            assert tuple(r["grid"][: len(next(iter(want)))]) in want, (r, sorted(want))
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_small_cases_launch_two_blocks_along_every_tiled_dimension(channels_last):
     """One-tile launches let tile-offset bugs through: the small emulation cases must tile every dimension."""
@@ -209,6 +269,16 @@ def test_small_cases_launch_two_blocks_along_every_tiled_dimension(channels_last
         seen.add(name)
         dims = TILED_DIMS.get(name, 1)
         assert all(g >= 2 for g in r["grid"][:dims]) and all(g == 1 for g in r["grid"][dims:]), r
+    _assert_depthwise_tiles(emulated_launches(), channels_last)
+    # the PRM kernels' pixel tiles (grid.x) and their in-block channel loop, (2, 33, 17, 33) in _run_all_kernels
+    import re
+    from pathlib import Path
+
+    (tile_p,) = _cu_constants("csrc/prm_gate/prm_gate_cuda.h", "kPrmTileP")
+    src = (Path(__file__).resolve().parents[2] / "csrc/prm_gate/prm_gate_cuda.cu").read_text()
+    step_cl, step_nchw = map(int, re.search(r"kCStep = CL \? (\d+) : (\d+)", src).groups())
+    for count, rest in (_tiles(17 * 33, tile_p), _tiles(33, step_cl if channels_last else step_nchw)):
+        assert count >= 2 and rest, (count, rest)
     dw = {"dw_conv_nhwc_kernel" if channels_last else "dw_conv_nchw_kernel", "dw_wgrad_nchw_kernel"}
     assert (
         dw

@@ -18,11 +18,14 @@ struct LaunchSite {
   int line;
 };
 
-// The running fiber's built-in variables (set by the scheduler before it resumes a fiber).
-extern thread_local uint3 t_thread_idx;
-extern thread_local uint3 t_block_idx;
-extern thread_local dim3 t_block_dim;
-extern thread_local dim3 t_grid_dim;
+// The running fiber's built-in variables (set by the scheduler before it resumes a fiber). initial-exec TLS: a
+// kernel reads them as one %fs-relative load instead of a __tls_get_addr call per access (which ASan intercepts;
+// measured: ~17% of an emulated training step under ASan).
+#define RSN_EMU_TLS thread_local __attribute__((tls_model("initial-exec")))
+extern RSN_EMU_TLS uint3 t_thread_idx;
+extern RSN_EMU_TLS uint3 t_block_idx;
+extern RSN_EMU_TLS dim3 t_block_dim;
+extern RSN_EMU_TLS dim3 t_grid_dim;
 
 // Checks the launch like a real one would (errors name kernel, file and line), then runs every block.
 // Throws std::runtime_error on a rejected launch or a deadlock.

@@ -1,6 +1,6 @@
 """Demo training speed (iterations/s) over a short window, per CPU thread setting.
 
-``python -m benchmarks.bench_demo_threads [--iters 60] [--max-seconds 120] [--threads 1 2] [--policy default passive]``
+``python -m benchmarks.bench_demo_threads [--iters 60] [--max-seconds 120] [--threads 1 2] [--policy default passive spin=N]``
 
 Each setting runs in a fresh process (the OpenMP wait policy must be set before torch is imported): it builds the
 demo's Trainer (``configs/demo_synthetic.yaml``) on a small synthetic set in a temporary folder, runs 5 warm-up
@@ -59,12 +59,38 @@ def _one(data: str, threads: int, iters: int, max_seconds: float) -> dict:
     }
 
 
+def _policy(text: str) -> str:
+    if text in ("default", "passive") or (text.startswith("spin=") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected default, passive or spin=N, got {text!r}")
+
+
+def _policy_env(policy: str) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+    }
+    if policy == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif policy.startswith("spin="):
+        env["GOMP_SPINCOUNT"] = policy[5:]
+    return env
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=60)
     p.add_argument("--max-seconds", type=float, default=120.0)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--policy", nargs="+", default=["default", "passive"], choices=["default", "passive"])
+    p.add_argument(
+        "--policy",
+        nargs="+",
+        default=["default", "passive"],
+        type=_policy,
+        help="default (libgomp spins a while, then sleeps), passive (OMP_WAIT_POLICY=PASSIVE), "
+        "spin=N (GOMP_SPINCOUNT=N: spin N rounds, then sleep)",
+    )
     p.add_argument("--data", default=None, help="synthetic data folder (default: generated, 256 images)")
     p.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -78,13 +104,11 @@ def main(argv: list[str] | None = None) -> None:
 
             data = os.path.join(tmp, "syn")
             generate(data, num_train=256, num_val=8, seed=0, difficulty=0)
-        print("| threads | OMP_WAIT_POLICY | iterations | seconds | it/s | load avg (start, end) |")
+        print("| threads | wait policy | iterations | seconds | it/s | load avg (start, end) |")
         print("|---|---|---|---|---|---|")
         for policy in args.policy:
             for threads in args.threads:
-                env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-                if policy == "passive":
-                    env["OMP_WAIT_POLICY"] = "PASSIVE"
+                env = _policy_env(policy)
                 cmd = [sys.executable, "-m", "benchmarks.bench_demo_threads", "--data", data]
                 cmd += ["--iters", str(args.iters), "--max-seconds", str(args.max_seconds)]
                 cmd += ["--_child", str(threads), policy]

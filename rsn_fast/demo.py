@@ -147,14 +147,12 @@ def _check_run_folder(work_dir: str, manifest: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Returns the exit code: 0 done, 2 data folder refused, 1 unreadable checkpoint, 130/143 interrupted."""
     args = parse_args(argv)
-    from rsn_fast.engine.threads import configure_cpu_threads, prefer_passive_waiting
-
-    prefer_passive_waiting()  # before torch is imported (rsn_fast.engine.threads)
     import torch
 
     from rsn_fast.config import load_config
     from rsn_fast.engine.distributed import init_distributed
     from rsn_fast.engine.interrupts import ImmediateExit, TrainingInterrupted, exit_code_for
+    from rsn_fast.engine.threads import configure_cpu_threads
     from rsn_fast.engine.trainer import Trainer
     from rsn_fast.models.checkpoint import CheckpointError
 
@@ -168,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, [f"data.root={os.path.abspath(args.data_dir)}", *args.opt])
     init_distributed("auto")
     if not torch.cuda.is_available():
-        print(configure_cpu_threads(), flush=True)
+        print(configure_cpu_threads(cfg.train.cpu_threads), flush=True)
     again = shlex.join(["python", "-m", "rsn_fast.demo", *(sys.argv[1:] if argv is None else argv)])
     trainer = None
     try:

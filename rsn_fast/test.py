@@ -9,8 +9,8 @@ Options:
   --config PATH, --checkpoint PATH (our checkpoints, MMPose or OFF weights), --dets JSON, --out JSON,
   --opt KEY=VALUE ..., --device auto|cpu|cuda.
 
-CPU threads as in train.py (:mod:`rsn_fast.engine.threads`): ``OMP_NUM_THREADS`` wins if set, else the cores of
-the process's affinity, and waiting OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE`` unless set).
+CPU threads as in train.py (:mod:`rsn_fast.engine.threads`): ``OMP_NUM_THREADS`` wins if set, then
+``train.cpu_threads`` when it is a number; else the cores of the process's affinity, tuned from the batch times.
 """
 
 from __future__ import annotations
@@ -41,11 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; returns the exit code (0 ok, 2 bad config, 1 error, e.g. an unreadable checkpoint)."""
     args = parse_args(argv)
-    from rsn_fast.engine.threads import configure_cpu_threads, prefer_passive_waiting
-
-    prefer_passive_waiting()  # must precede the first torch import (a no-op if it is too late)
     from rsn_fast.config import ConfigError, load_config
     from rsn_fast.engine.distributed import cleanup, init_distributed
+    from rsn_fast.engine.threads import configure_cpu_threads
 
     overrides = list(args.opt)
     if args.dets:
@@ -57,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     info = init_distributed(args.device)
     if info.device.type == "cpu":
-        threads = configure_cpu_threads()  # under torchrun, its OMP_NUM_THREADS=1 is kept
+        threads = configure_cpu_threads(cfg.train.cpu_threads)  # torchrun sets OMP_NUM_THREADS=1: kept
         if info.is_main:
             print(threads, flush=True)
     from rsn_fast.models.checkpoint import CheckpointError
@@ -96,9 +94,6 @@ def run(cfg, checkpoint: str, out_json: str | None = None, progress: bool = True
 
 
 if __name__ == "__main__":
-    from rsn_fast.engine.threads import prefer_passive_waiting
-
-    prefer_passive_waiting()  # before the first torch import (the next line's)
     from rsn_fast.engine.distributed import clean_exit
 
     clean_exit(main())

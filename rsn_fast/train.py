@@ -73,11 +73,9 @@ def run_dir_for(cfg, work_dir: str | None, config_path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run training; returns the exit code (see the module docstring)."""
     args = parse_args(argv)
-    from rsn_fast.engine.threads import configure_cpu_threads, prefer_passive_waiting
-
-    prefer_passive_waiting()  # must precede the first torch import (a no-op if it is too late)
     from rsn_fast.config import ConfigError, load_config
     from rsn_fast.engine.distributed import cleanup, init_distributed
+    from rsn_fast.engine.threads import configure_cpu_threads
 
     try:
         cfg = load_config(args.config, args.opt)
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     info = init_distributed(args.device)
     if info.device.type == "cpu":
-        threads = configure_cpu_threads()  # under torchrun, its OMP_NUM_THREADS=1 is kept
+        threads = configure_cpu_threads(cfg.train.cpu_threads)  # torchrun sets OMP_NUM_THREADS=1: kept
         if info.is_main:
             print(threads, flush=True)
     from rsn_fast.engine.distributed import broadcast_object
@@ -170,9 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rsn_fast.engine.threads import prefer_passive_waiting
-
-    prefer_passive_waiting()  # before the first torch import (the next line's)
     from rsn_fast.engine.distributed import clean_exit
 
     clean_exit(main())

@@ -49,6 +49,10 @@ class TrainConfig:
     channels_last: bool = False
     sync_bn: bool = False  # SyncBatchNorm under DDP on GPUs
     compile: bool = False  # torch.compile the model
+    # CPU training only: torch's thread count. auto = tuned while training among the cores of the process's
+    # affinity and fewer, from the measured iteration times (rsn_fast.engine.threads; the last bits of the
+    # results then depend on timing); an integer fixes it (bitwise reproducible). OMP_NUM_THREADS wins when set.
+    cpu_threads: int | str = "auto"
     # --- loss (rsn_fast.losses.RSNLoss; masking is data.loss_masking) ------------------------------------
     ohkm_topk: int = 8
     # --- checkpoints, evaluation, logging ---------------------------------------------------------------
@@ -72,6 +76,10 @@ class TrainConfig:
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"train.{name}: {value!r} is not one of {list(allowed)}")
+        if isinstance(self.cpu_threads, str) and self.cpu_threads != "auto":
+            raise ConfigError(f"train.cpu_threads: {self.cpu_threads!r} is not 'auto' or a thread count")
+        if isinstance(self.cpu_threads, int) and self.cpu_threads < 1:
+            raise ConfigError(f"train.cpu_threads must be ≥ 1 or 'auto', got {self.cpu_threads}")
         for name in ("epochs", "checkpoint_interval", "ohkm_topk", "log_interval", "keep_last"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be ≥ 1, got {getattr(self, name)}")

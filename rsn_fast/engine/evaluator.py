@@ -19,6 +19,7 @@ from rsn_fast.config import Config
 from rsn_fast.engine.checkpoint import unwrap
 from rsn_fast.engine.distributed import broadcast_object, gather_objects, get_info
 from rsn_fast.engine.sampling import ShardSampler, collate_for, limit_cv2_threads
+from rsn_fast.engine.threads import make_tuner
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -77,17 +78,29 @@ def predict(
         from tqdm import tqdm
 
         it = tqdm(loader, desc="eval", dynamic_ncols=True, mininterval=1.0)
-    for batch in it:
-        img = batch["image"].to(device, non_blocking=True).contiguous(memory_format=mem)
-        meta = batch["meta"]
-        coords, scores = infer_keypoints(net, img, meta["center"], meta["box_size"], cfg, flip_pairs)
-        out["index"].append(meta["index"].numpy().astype(np.int64))
-        out["image_id"].append(meta["image_id"].numpy().astype(np.int64))
-        out["coords"].append(coords.float().cpu().numpy())
-        out["scores"].append(scores.float().cpu().numpy())
-        out["box_score"].append(meta["score"].float().numpy())
-        out["center"].append(meta["center"].float().numpy())
-        out["box_size"].append(meta["box_size"].float().numpy())
+    # CPU only, when configure_cpu_threads chose tuning; the thread count is restored at the end (a trainer
+    # that evaluates mid-run keeps its own tuner's choice).
+    tuner = make_tuner() if device.type == "cpu" else None
+    threads = torch.get_num_threads()
+    t_batch = time.perf_counter()
+    try:
+        for batch in it:
+            img = batch["image"].to(device, non_blocking=True).contiguous(memory_format=mem)
+            meta = batch["meta"]
+            coords, scores = infer_keypoints(net, img, meta["center"], meta["box_size"], cfg, flip_pairs)
+            out["index"].append(meta["index"].numpy().astype(np.int64))
+            out["image_id"].append(meta["image_id"].numpy().astype(np.int64))
+            out["coords"].append(coords.float().cpu().numpy())
+            out["scores"].append(scores.float().cpu().numpy())
+            out["box_score"].append(meta["score"].float().numpy())
+            out["center"].append(meta["center"].float().numpy())
+            out["box_size"].append(meta["box_size"].float().numpy())
+            if tuner is not None:
+                now = time.perf_counter()
+                tuner.step(now - t_batch)
+                t_batch = now
+    finally:
+        torch.set_num_threads(threads)
     if was_training:
         net.train()
     k = cfg.model.num_keypoints

@@ -45,6 +45,7 @@ from rsn_fast.engine.sampling import (
     limit_cv2_threads,
     sample_seed,
 )
+from rsn_fast.engine.threads import make_tuner
 
 _AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -404,6 +405,8 @@ class Trainer:
         imgs_per_iter = self.cfg.data.batch_size * self.info.world_size
         t_window, n_window, data_window = time.perf_counter(), 0, 0.0
         metrics: dict[str, float] = {}
+        # CPU only, when configure_cpu_threads chose tuning (train.cpu_threads: auto, no OMP_NUM_THREADS)
+        tuner = make_tuner() if self.info.device.type == "cpu" else None
         while self.iteration < self.max_iters:
             epoch = self.iteration // self.iters_per_epoch
             self.sampler.set_epoch(epoch, self.iteration % self.iters_per_epoch)
@@ -414,6 +417,10 @@ class Trainer:
                 loss, parts = self._step(batch)
                 values = self._reduce(loss, parts, int(batch.get("skipped", 0)))
                 self.skipped_images += int(values.pop("skipped_images"))
+                if tuner is not None:
+                    change = tuner.step(time.perf_counter() - t_data)
+                    if change and self.info.is_main:
+                        self.log.info(f"iteration {self.iteration + 1}: {change}")
                 self.iteration += 1
                 n_window += 1
                 if not math.isfinite(values["loss"]):
@@ -432,6 +439,8 @@ class Trainer:
                         "skipped_steps": self.skipped_steps,
                         "skipped_images": self.skipped_images,
                     }
+                    if self.info.device.type == "cpu":
+                        row["cpu_threads"] = torch.get_num_threads()
                     self.log.record(row)
                     self.log.scalars(
                         self.iteration,

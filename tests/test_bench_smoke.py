@@ -52,3 +52,18 @@ def test_plot_draws_every_results_csv(tmp_path):
     made = plot.main(["--results", str(tmp_path)])
     assert made == 0
     assert (d / "decode.png").stat().st_size > 1000 and (d / "bench_rsb.png").stat().st_size > 1000
+
+
+def test_bench_demo_threads_runs_fixed_and_tuned(capsys):
+    """The demo-speed benchmark runs a fixed count and the tuner (``auto``) in child processes and reports the
+    iterations spent at each thread count."""
+    from benchmarks import bench_demo_threads
+
+    argv = ["--iters", "3", "--max-seconds", "30", "--threads", "1", "auto", "--policy", "default",
+            "--opt", "model.input_size=[32,32]", "data.batch_size=2"]  # fmt: skip
+    bench_demo_threads.main(argv)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |") or "auto" in line]
+    assert len(rows) == 2, rows
+    fixed, auto = rows
+    assert fixed.split("|")[3].strip() == "3" and fixed.rstrip(" |").endswith("1: 3"), fixed
+    assert auto.split("|")[3].strip() == "3", auto  # 3 iterations: still the tuner's first trial of all cores

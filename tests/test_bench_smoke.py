@@ -62,7 +62,9 @@ def test_bench_demo_threads_runs_fixed_and_tuned(capsys):
     argv = ["--iters", "3", "--max-seconds", "30", "--threads", "1", "auto", "--policy", "default",
             "--opt", "model.input_size=[32,32]", "data.batch_size=2"]  # fmt: skip
     bench_demo_threads.main(argv)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |") or "auto" in line]
+    rows = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |") or "auto" in line
+    ]
     assert len(rows) == 2, rows
     fixed, auto = rows
     assert fixed.split("|")[3].strip() == "3" and fixed.rstrip(" |").endswith("1: 3"), fixed

@@ -100,7 +100,8 @@ def predict(
                 tuner.step(now - t_batch)
                 t_batch = now
     finally:
-        torch.set_num_threads(threads)
+        if tuner is not None:
+            torch.set_num_threads(threads)
     if was_training:
         net.train()
     k = cfg.model.num_keypoints

@@ -146,10 +146,6 @@ class ThreadTuner:
         self._watch: list[float] = []
         self._start_round()
 
-    @property
-    def probing(self) -> bool:
-        return bool(self._queue)
-
     def _apply(self, n: int) -> None:
         if n != self.active:
             self._set(n)
@@ -163,7 +159,7 @@ class ThreadTuner:
         self._watch = []
 
     def step(self, seconds: float) -> str | None:
-        """Record one iteration; returns a log line when a round ended with a change of the thread count."""
+        """Record one iteration; returns a log line after the first round and after a round that changed the count."""
         if self._skip > 0:
             self._skip -= 1
             return None

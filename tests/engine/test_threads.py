@@ -212,3 +212,16 @@ def test_train_py_tunes_its_threads_while_training(tmp_path):
     out, threads = runs["fixed"]
     assert "CPU threads: 2 (train.cpu_threads)" in out and "median iteration" not in out, out
     assert threads == [2] * 40, threads
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_bad_cpu_threads_setting_is_named(value):
+    import tempfile
+
+    from rsn_fast.config import ConfigError, load_config
+    from tests.engine.runs import make_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = make_tiny(tmp)
+        with pytest.raises(ConfigError, match=r"train\.cpu_threads.*" + value.lstrip("-")):
+            load_config(cfg, [f"train.cpu_threads={value}"])
